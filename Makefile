@@ -1,0 +1,37 @@
+# Every target creates what it needs: a fresh clone runs `make demo` or `make test` directly.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A torch/torchvision pair that imports on the project's CPU machines (see README, "Install").
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+OUT ?= runs/demo
+
+.PHONY: install demo test test-fast bench lab clean strip
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[dev,notebooks]" $(TORCH_PIN)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mmmixlab demo --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --allow-root notebooks
+
+clean:
+	rm -rf runs .cache/mmmixlab

@@ -1,0 +1,100 @@
+"""Training batches: clouds with their cached image/text features.
+
+One triplet per shape and step, as OpenShape samples them: a random subset of the cloud's
+points, one random rendered view's image feature, one random caption's text feature. All
+randomness comes from one ``torch.Generator``, so a checkpointed generator state resumes the
+exact stream of batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from .clip import TripletFeatures
+
+
+@dataclass
+class Batch:
+    points: torch.Tensor      # (B, N, C)
+    image: torch.Tensor       # (B, D) unit vectors
+    text: torch.Tensor        # (B, D) unit vectors (zeros where the shape has no caption)
+    text_valid: torch.Tensor  # (B,) bool
+    index: torch.Tensor       # (B,) shape indices into the dataset
+
+    def to(self, device) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.points, self.image, self.text,
+                                                self.text_valid, self.index)))
+
+
+class TripletBatches:
+    """Batches of (cloud, image feature, text feature) from in-memory arrays."""
+
+    def __init__(self, points, features: TripletFeatures, num_points: int = 1024,
+                 in_channels: int = 6, batch_size: int = 64, augment: bool = True,
+                 rgb_dropout: float = 0.5, drop_last: bool = True):
+        points = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+        if points.dim() != 3 or points.shape[-1] != 6:
+            raise ValueError(f"points must be (S, P, 6) xyz+rgb, got {tuple(points.shape)}")
+        if points.shape[0] != len(features):
+            raise ValueError(f"{points.shape[0]} clouds but features for {len(features)} shapes")
+        if num_points > points.shape[1]:
+            raise ValueError(f"num_points={num_points} exceeds the {points.shape[1]} points "
+                             "stored per shape")
+        if batch_size > points.shape[0]:
+            raise ValueError(f"batch_size={batch_size} exceeds the dataset size {points.shape[0]}")
+        if not torch.isfinite(points).all():
+            raise ValueError("training clouds contain NaN or inf")
+        self.points, self.features = points, features
+        self.num_points, self.in_channels = num_points, in_channels
+        self.batch_size, self.augment, self.rgb_dropout = batch_size, augment, rgb_dropout
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = self.points.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.randperm(self.points.shape[0], generator=generator)
+
+    def iterate(self, order: torch.Tensor, generator: torch.Generator,
+                start: int = 0) -> Iterator[Batch]:
+        for b in range(start, len(self)):
+            yield self.make_batch(order[b * self.batch_size:(b + 1) * self.batch_size], generator)
+
+    def make_batch(self, idx: torch.Tensor, generator: Optional[torch.Generator]) -> Batch:
+        clouds = self.points[idx]
+        b, p, _ = clouds.shape
+        keep = torch.rand(b, p, generator=generator).argsort(dim=1)[:, :self.num_points]
+        clouds = torch.gather(clouds, 1, keep.unsqueeze(-1).expand(-1, -1, 6))
+        if self.augment:
+            clouds = augment_clouds(clouds, generator, self.rgb_dropout)
+        views = torch.randint(self.features.image.shape[1], (b,), generator=generator)
+        image = self.features.image[idx, views]
+        mask = self.features.text_mask[idx]
+        valid = mask.any(1)
+        weights = torch.where(valid.unsqueeze(1), mask.float(), torch.ones_like(mask.float()))
+        pick = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        text = self.features.text[idx, pick] * valid.unsqueeze(1)
+        return Batch(points=clouds[..., :self.in_channels].contiguous(), image=image, text=text,
+                     text_valid=valid, index=idx)
+
+
+def augment_clouds(clouds: torch.Tensor, generator, rgb_dropout: float = 0.5) -> torch.Tensor:
+    """OpenShape's augmentations for z-up clouds: random rotation about the up axis, scale
+    jitter in [0.9, 1.1], and with probability ``rgb_dropout`` the colour replaced by 0.4 (so
+    colourless scans, which loaders fill with 0.4, are not out of domain)."""
+    b = clouds.shape[0]
+    theta = torch.rand(b, generator=generator) * 2 * math.pi
+    c, s = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(b, 3, 3)
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
+    scale = 0.9 + 0.2 * torch.rand(b, 1, 1, generator=generator)
+    xyz = torch.bmm(clouds[..., :3], rot.transpose(1, 2)) * scale
+    drop = torch.rand(b, generator=generator) < rgb_dropout
+    rgb = torch.where(drop.view(b, 1, 1), torch.full_like(clouds[..., 3:], 0.4), clouds[..., 3:])
+    return torch.cat([xyz, rgb], dim=-1)

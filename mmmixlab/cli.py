@@ -1,0 +1,186 @@
+"""``mmmixlab`` command line: demo, data, features, train, eval, ablate.
+
+Each step runs alone; every step caches what it builds under ``--cache`` (default
+``$MMMIXLAB_CACHE`` or ``~/.cache/mmmixlab``), so later steps reuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import PRESETS, VARIANTS, RunConfig, preset
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _split_clip(spec: str):
+    """``"ViT-B-32/openai"`` -> (model, tag); ``"ViT-B-32//abs/path.pt"`` -> (model, path);
+    ``"synth-tiny"`` -> (model, None)."""
+    model, sep, pretrained = spec.partition("/")
+    return model, (pretrained if sep else None)
+
+
+def build_config(args) -> RunConfig:
+    cfg = preset(getattr(args, "preset", "tiny") or "tiny")
+    updates = {}
+    if getattr(args, "data", None):
+        updates["data.root"] = str(Path(args.data).expanduser().resolve())
+    if getattr(args, "clip", None):
+        model, pretrained = _split_clip(args.clip)
+        updates["clip.model"], updates["clip.pretrained"] = model, pretrained
+    for name, key in (("variant", "train.variant"), ("seed", "train.seed"),
+                      ("device", "train.device"), ("epochs1", "train.epochs_stage1"),
+                      ("epochs2", "train.epochs_stage2"), ("encoder", "train.encoder"),
+                      ("checkpoint_every", "train.checkpoint_every"),
+                      ("batch_size", "train.batch_size"), ("cache", "cache_dir")):
+        value = getattr(args, name, None)
+        if value is not None:
+            updates[key] = value
+    for item in getattr(args, "set", None) or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        updates[key] = _parse_value(value)
+    return cfg.replace(**updates).validate()
+
+
+def _common(p, variant=True):
+    p.add_argument("--preset", choices=PRESETS, default="tiny")
+    p.add_argument("--data", help="triplet dataset folder with train/ (test/, scan/); "
+                                  "default: the embedded SynthShapes world")
+    p.add_argument("--clip", help="frozen encoders: synth-tiny (default), MODEL/TAG "
+                                  "(ViT-B-32/openai) or MODEL//path/to/weights.pt")
+    p.add_argument("--cache", help="cache folder (default $MMMIXLAB_CACHE or ~/.cache/mmmixlab)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto (default)")
+    p.add_argument("--epochs1", type=int, help="stage-1 epochs")
+    p.add_argument("--epochs2", type=int, help="stage-2 epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--encoder", help="pointbert-tiny, pointbert or pointnet")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. --set mix.beta=0.4 (repeatable)")
+    if variant:
+        p.add_argument("--variant", choices=VARIANTS)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmmixlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="tiny world end to end: data, encoders, mm-mixing, eval")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    _common(p, variant=False)
+
+    p = sub.add_parser("data", help="generate the SynthShapes triplet folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--points", type=int, default=2048)
+    p.add_argument("--train-per-class", type=int, default=40)
+    p.add_argument("--test-per-class", type=int, default=12)
+
+    p = sub.add_parser("features", help="cache frozen image/text features of a dataset")
+    p.add_argument("--seed", type=int)
+    _common(p, variant=False)
+
+    p = sub.add_parser("train", help="train one variant; writes RUN/final.pt and metrics.json")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    _common(p)
+
+    p = sub.add_parser("eval", help="evaluate a finished run's final.pt")
+    p.add_argument("--run", required=True)
+    p.add_argument("--device")
+
+    p = sub.add_parser("ablate", help="the paper's ablation tables on the tiny world")
+    p.add_argument("--variants", default="baseline,fm,im,mm-mixing,one-stage")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--modality-sets", default="",
+                   help="Table 5 rows for mm-mixing, e.g. T,T+I,T+P,T+I+P")
+    p.add_argument("--out", required=True)
+    _common(p, variant=False)
+    return parser
+
+
+def _modality_sets(text: str):
+    names = {"T": "text", "I": "image", "P": "point"}
+    sets = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        try:
+            sets.append(tuple(names[m] for m in item.split("+")))
+        except KeyError as err:
+            raise ValueError(f"modality sets use T, I and P joined by '+', got {item!r}") from err
+    return sets
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"mmmixlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from . import pipeline
+
+    if args.command == "data":
+        from .data import SynthConfig, build_world
+        paths = build_world(SynthConfig(seed=args.seed, num_points=args.points,
+                                        train_per_class=args.train_per_class,
+                                        test_per_class=args.test_per_class), Path(args.out))
+        for split, path in paths.items():
+            print(f"{split}: {path}")
+        return 0
+    if args.command == "eval":
+        cfg, encoders = pipeline.load_run(args.run, device=args.device or "cpu")
+        if args.device:
+            cfg = cfg.replace(**{"train.device": args.device})
+        world = pipeline.prepare_world(cfg)
+        final = encoders["B"] if "B" in encoders else encoders["A"]
+        metrics = pipeline.evaluate_encoder(final, world, cfg)
+        metrics.update(config=cfg.to_dict(), world=world.key)
+        pipeline.write_json(metrics, Path(args.run) / "metrics.json")
+        print(pipeline.summarize(metrics))
+        return 0
+
+    cfg = build_config(args)
+    if args.command == "demo":
+        cfg = cfg.replace(**{"train.seed": args.seed, "data.synth_seed": args.seed,
+                             "train.variant": "mm-mixing"})
+        metrics = pipeline.run(cfg, args.out)
+        print(pipeline.summarize(metrics))
+        print(f"wrote {Path(args.out) / 'metrics.json'}")
+    elif args.command == "features":
+        world = pipeline.prepare_world(cfg)
+        print(f"world {world.key}; frozen encoders {world.clip.key}; feature width "
+              f"{world.class_feats.shape[1]}")
+        print(json.dumps(pipeline.frozen_encoder_quality(world), indent=2))
+    elif args.command == "train":
+        metrics = pipeline.run(cfg, args.out, resume=args.resume)
+        print(pipeline.summarize(metrics))
+    elif args.command == "ablate":
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        for v in variants:
+            if v not in VARIANTS:
+                raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        result = pipeline.ablate(cfg, variants, list(range(args.seeds)), args.out,
+                                 _modality_sets(args.modality_sets))
+        print((Path(args.out) / "ablation.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Dataclass configs and the two presets (``tiny`` for a laptop CPU, ``paper`` for a GPU).
+
+Every choice the paper leaves open (beta, pairing, mixing probability, whether unmixed pairs
+are aligned too, epochs per stage) is a field here with its default and the reason for it.
+A run's config is saved next to its results, so a number can always be traced to its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from .checks import check_choice
+
+VARIANTS = ("baseline", "fm", "im", "mm-mixing", "one-stage")
+
+
+@dataclass
+class DataConfig:
+    """Where triplets come from and how clouds are fed to the 3D encoder.
+
+    ``root=None`` means the embedded SynthShapes world, generated from ``synth_seed``.
+    """
+
+    root: Optional[str] = None
+    synth_seed: int = 0
+    synth_train_per_class: int = 40
+    synth_test_per_class: int = 12
+    synth_scan_per_class: int = 12
+    synth_points: int = 2048
+    num_points: int = 1024        # points per cloud fed to the encoder (random subset per step)
+    in_channels: int = 6          # 6 = xyz + rgb, 3 = xyz only
+    augment: bool = True          # rotation about the up axis + scale jitter (OpenShape habit)
+    rgb_dropout: float = 0.5      # P(rgb replaced by 0.4), so colourless scans stay in-domain
+
+
+@dataclass
+class ClipConfig:
+    """The frozen image/text FM-encoders.
+
+    ``model="synth-tiny"`` pre-trains (once, then cached) a tiny open_clip model on the
+    SynthShapes renders and captions. Anything else is an open_clip model name with
+    ``pretrained`` a tag (``"openai"``, ``"laion2b_s39b_b160k"``) or a local checkpoint path.
+    """
+
+    model: str = "synth-tiny"
+    pretrained: Optional[str] = None
+    tiny_width: int = 128
+    tiny_embed_dim: int = 128
+    tiny_steps: int = 400
+    tiny_batch_size: int = 128
+    tiny_lr: float = 2e-3
+    batch_size: int = 256         # feature-extraction batch
+
+    @property
+    def spec(self) -> str:
+        return self.model if self.pretrained is None else f"{self.model}/{self.pretrained}"
+
+
+@dataclass
+class MixConfig:
+    """Mixing settings (paper silent on all of them; defaults documented here).
+
+    beta=1.0: Beta(1,1) is uniform, PointCutMix's default.
+    pairing="shuffle": each row mixed with a random row of the same batch (mixup's rule).
+    mix_prob=1.0: every batch is mixed, as the paper describes.
+    align_unmixed=True: the unmixed triplets are aligned as well (their terms averaged with the
+    mixed ones); zero-shot evaluation sees unmixed clouds, and without this the encoder only
+    ever meets unmixed inputs at lam in {0, 1}, which Beta(1,1) almost never draws.
+    input_variant="knn": PointCutMix-K, a contiguous patch, the more realistic mixed shape.
+    normalize_before_mix=True: features are L2-normalized before mixing so lam weighs every
+    modality alike (CLIP features are compared as unit vectors).
+    """
+
+    beta: float = 1.0
+    pairing: str = "shuffle"
+    mix_prob: float = 1.0
+    align_unmixed: bool = True
+    input_variant: str = "knn"
+    normalize_before_mix: bool = True
+    modalities: tuple = ("image", "text", "point")
+
+
+@dataclass
+class TrainConfig:
+    variant: str = "mm-mixing"
+    encoder: str = "pointbert-tiny"
+    encoder_overrides: dict = field(default_factory=dict)
+    epochs_stage1: int = 15
+    epochs_stage2: int = 15
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    schedule: str = "cosine"      # "cosine" | "exponential" (OpenShape) | "constant"
+    exp_decay: float = 0.9995     # per-step factor for "exponential"
+    grad_clip: float = 1.0
+    init_temperature: float = 0.07
+    device: str = "auto"          # "auto" picks cuda, then mps, then cpu
+    amp: str = "auto"             # "auto" | "bf16" | "fp16" | "off"; auto = bf16 on CUDA only
+    seed: int = 0
+    checkpoint_every: int = 0     # steps; 0 = at the end of each epoch only
+    eval_every: int = 0           # epochs; 0 = only at the end
+    num_threads: int = 0          # torch CPU threads; 0 = leave torch's default
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cache_dir: Optional[str] = None   # None: $MMMIXLAB_CACHE or ~/.cache/mmmixlab
+
+    def validate(self) -> "RunConfig":
+        check_choice(self.train.variant, VARIANTS, "variant")
+        check_choice(self.train.schedule, ("cosine", "exponential", "constant"), "schedule")
+        check_choice(self.train.amp, ("auto", "bf16", "fp16", "off"), "amp")
+        check_choice(self.mix.pairing, ("shuffle", "derangement", "flip"), "pairing")
+        check_choice(self.mix.input_variant, ("random", "knn"), "input-mixing variant")
+        if not self.mix.beta > 0:
+            raise ValueError(f"mix.beta must be > 0, got {self.mix.beta}")
+        if not 0.0 <= self.mix.mix_prob <= 1.0:
+            raise ValueError(f"mix.mix_prob must lie in [0, 1], got {self.mix.mix_prob}")
+        if not 0.0 <= self.data.rgb_dropout <= 1.0:
+            raise ValueError(f"data.rgb_dropout must lie in [0, 1], got {self.data.rgb_dropout}")
+        if self.data.in_channels not in (3, 6):
+            raise ValueError(f"data.in_channels must be 3 or 6, got {self.data.in_channels}")
+        for name in ("batch_size", "epochs_stage1", "num_threads"):
+            if getattr(self.train, name) < (1 if name == "batch_size" else 0):
+                raise ValueError(f"train.{name} must be positive, got {getattr(self.train, name)}")
+        if self.train.batch_size < 2:
+            raise ValueError("train.batch_size must be >= 2: a contrastive batch needs negatives")
+        bad = [m for m in self.mix.modalities if m not in ("image", "text", "point")]
+        if bad or not self.mix.modalities:
+            raise ValueError(f"mix.modalities must be a non-empty subset of image/text/point, "
+                             f"got {self.mix.modalities}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        kwargs = {}
+        sections = {"data": DataConfig, "clip": ClipConfig, "mix": MixConfig,
+                    "train": TrainConfig}
+        for key, value in d.items():
+            if key in sections:
+                kwargs[key] = _build(sections[key], value, key)
+            elif key == "cache_dir":
+                kwargs[key] = value
+            else:
+                raise ValueError(f"unknown config section {key!r}")
+        return cls(**kwargs)
+
+    def replace(self, **dotted) -> "RunConfig":
+        """Copy with fields set by dotted name: ``cfg.replace(**{"train.lr": 1e-4})``."""
+        d = self.to_dict()
+        for name, value in dotted.items():
+            section, _, key = name.partition(".")
+            if section == "cache_dir" and not key:
+                d["cache_dir"] = value
+                continue
+            if section not in d or not isinstance(d[section], dict) or key not in d[section]:
+                raise ValueError(f"unknown config field {name!r}")
+            d[section][key] = value
+        return RunConfig.from_dict(d)
+
+
+def _build(klass, values: dict, section: str):
+    names = {f.name for f in dataclasses.fields(klass)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} in config section {section!r}; "
+                         f"valid: {sorted(names)}")
+    values = dict(values)
+    if "modalities" in values:
+        values["modalities"] = tuple(values["modalities"])
+    return klass(**values)
+
+
+PRESETS = ("tiny", "paper")
+
+
+def preset(name: str = "tiny") -> RunConfig:
+    """``tiny``: minutes on a 2-core CPU with the embedded world. ``paper``: the paper-size
+    Point-BERT with OpenShape's recipe (batch 200, lr 5e-4, exponential decay, 10k points)."""
+    check_choice(name, PRESETS, "preset")
+    if name == "tiny":
+        return RunConfig().validate()
+    return RunConfig(
+        data=DataConfig(num_points=10000, synth_points=10000),
+        clip=ClipConfig(model="ViT-bigG-14", pretrained="laion2b_s39b_b160k"),
+        train=TrainConfig(encoder="pointbert", epochs_stage1=100, epochs_stage2=100,
+                          batch_size=200, lr=5e-4, schedule="exponential", warmup_steps=0,
+                          weight_decay=0.1),
+    ).validate()

@@ -1,0 +1,165 @@
+"""Zero-shot classification, linear probing and cross-modal retrieval.
+
+* Zero-shot: cosine similarity of a cloud's feature to each category's text feature (the mean
+  of the unit features of a set of prompt templates, renormalized: ULIP/OpenShape); top-1/3/5,
+  per-class accuracy and its mean.
+* Linear probe: the 3D encoder frozen, one linear (multinomial logistic) classifier fit on the
+  train split's features, accuracy on each eval split.
+* Retrieval, recall@k: ``img2pc`` and ``text2pc`` are instance-level (a hit when the query's
+  own shape is among the top k clouds); ``pc2pc`` is category-level with the query removed from
+  the gallery (a hit when a top-k cloud shares the query's category), since an instance query
+  would trivially retrieve itself.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .ops import farthest_point_sample
+
+
+@torch.no_grad()
+def encode_points(encoder: nn.Module, points, num_points: int = 1024, in_channels: int = 6,
+                  batch_size: int = 64, device=None) -> torch.Tensor:
+    """Unit features (S, D) of clouds (S, P, 6), subsampled to ``num_points`` by FPS from
+    index 0 so evaluation is deterministic."""
+    device = device or next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    points = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+    if points.dim() != 3 or points.shape[0] == 0:
+        raise ValueError(f"points must be a non-empty (S, P, C) array, got {tuple(points.shape)}")
+    out = []
+    for s in range(0, points.shape[0], batch_size):
+        chunk = points[s:s + batch_size]
+        if chunk.shape[1] > num_points:
+            idx = farthest_point_sample(chunk[..., :3], num_points)
+            chunk = torch.gather(chunk, 1, idx.unsqueeze(-1).expand(-1, -1, chunk.shape[-1]))
+        feats = encoder(chunk[..., :in_channels].contiguous().to(device)).float()
+        out.append(F.normalize(feats, dim=-1).cpu())
+    encoder.train(was_training)
+    return torch.cat(out)
+
+
+def _check_labels(labels, n: int, num_classes: int) -> torch.Tensor:
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return labels
+
+
+def zero_shot(point_feats: torch.Tensor, class_feats: torch.Tensor, labels,
+              ks: Sequence[int] = (1, 3, 5), class_names: Optional[Sequence[str]] = None) -> dict:
+    """Top-k accuracies, per-class accuracy and the predictions of zero-shot classification."""
+    if point_feats.dim() != 2 or class_feats.dim() != 2:
+        raise ValueError("point_feats and class_feats must be 2-D (N, D) and (C, D)")
+    if point_feats.shape[1] != class_feats.shape[1]:
+        raise ValueError(f"feature widths differ: points {point_feats.shape[1]}, "
+                         f"classes {class_feats.shape[1]}")
+    c = class_feats.shape[0]
+    labels = _check_labels(labels, point_feats.shape[0], c)
+    logits = F.normalize(point_feats.float(), dim=-1) @ F.normalize(class_feats.float(), dim=-1).t()
+    ranked = logits.argsort(dim=1, descending=True)
+    out = {}
+    for k in ks:
+        hit = (ranked[:, :min(k, c)] == labels.unsqueeze(1)).any(1)
+        out[f"top{k}"] = float(hit.float().mean())
+    pred = ranked[:, 0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+    per_class = {}
+    for i in range(c):
+        sel = labels == i
+        if sel.any():
+            per_class[names[i]] = float((pred[sel] == i).float().mean())
+    out["per_class"] = per_class
+    out["mean_class_accuracy"] = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    out["predictions"] = pred.tolist()
+    return out
+
+
+def linear_probe(train_feats, train_labels, eval_sets: dict, max_iter: int = 2000,
+                 C: float = 1.0, seed: int = 0) -> dict:
+    """Fit one multinomial logistic-regression layer on frozen train features; report the
+    accuracy on each ``{name: (feats, labels)}`` eval set."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(train_feats, dtype=np.float64)
+    y = np.asarray(train_labels)
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"train features {x.shape} and labels {y.shape} do not match")
+    clf = LogisticRegression(max_iter=max_iter, C=C, random_state=seed)
+    clf.fit(x, y)
+    out = {}
+    for name, (feats, labels) in eval_sets.items():
+        feats = np.asarray(feats, dtype=np.float64)
+        labels = np.asarray(labels)
+        if feats.shape[0] != labels.shape[0]:
+            raise ValueError(f"{name}: {feats.shape[0]} features but {labels.shape[0]} labels")
+        out[name] = {"accuracy": float((clf.predict(feats) == labels).mean())}
+    return out
+
+
+def recall_at_k(queries: torch.Tensor, gallery: torch.Tensor, relevant: torch.Tensor,
+                ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Recall@k: the share of queries with a relevant gallery item among the top k.
+
+    ``relevant`` is a (Q, G) bool matrix; gallery items that must not be retrieved (the query
+    itself in pc2pc) are excluded by the caller (see :func:`retrieval`).
+    """
+    if relevant.shape != (queries.shape[0], gallery.shape[0]):
+        raise ValueError(f"relevant must be (Q, G) = ({queries.shape[0]}, {gallery.shape[0]}), "
+                         f"got {tuple(relevant.shape)}")
+    sims = F.normalize(queries.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).t()
+    return _recall_from_scores(sims, relevant, ks)
+
+
+def _recall_from_scores(sims, relevant, ks):
+    order = sims.argsort(dim=1, descending=True)
+    rel_sorted = torch.gather(relevant, 1, order)
+    return {f"R@{k}": float(rel_sorted[:, :k].any(1).float().mean()) for k in ks}
+
+
+def retrieval(point_feats: torch.Tensor, image_feats: torch.Tensor, text_feats: torch.Tensor,
+              labels, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """pc2pc (category-level, self excluded), img2pc and text2pc (instance-level)."""
+    n = point_feats.shape[0]
+    if image_feats.shape[0] != n or text_feats.shape[0] != n:
+        raise ValueError(f"retrieval needs one image and one text query per cloud: {n} clouds, "
+                         f"{image_feats.shape[0]} images, {text_feats.shape[0]} texts")
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    same_class = labels.unsqueeze(0) == labels.unsqueeze(1)
+    eye = torch.eye(n, dtype=torch.bool)
+    sims = F.normalize(point_feats.float(), dim=-1) @ F.normalize(point_feats.float(), dim=-1).t()
+    sims = sims.masked_fill(eye, float("-inf"))  # the query is not in its own gallery
+    return {
+        "pc2pc": _recall_from_scores(sims, same_class & ~eye, ks),
+        "img2pc": recall_at_k(image_feats, point_feats, eye, ks),
+        "text2pc": recall_at_k(text_feats, point_feats, eye, ks),
+    }
+
+
+def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels), np.asarray(predictions)), 1)
+    return cm
+
+
+def most_confused_pairs(cm: np.ndarray, class_names: Sequence[str], top: int = 5) -> list:
+    """The off-diagonal (true, predicted) pairs with the most errors."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(off, axis=None)[::-1][:top]
+    pairs = []
+    for f in flat:
+        i, j = np.unravel_index(f, off.shape)
+        if off[i, j] > 0:
+            pairs.append((class_names[i], class_names[j], int(off[i, j])))
+    return pairs

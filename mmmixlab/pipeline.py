@@ -1,0 +1,293 @@
+"""The end-to-end steps the CLI and the notebooks share: prepare a world (triplets, frozen
+encoders, cached features), train a variant, evaluate it, write ``metrics.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .batches import TripletBatches
+from .clip import FrozenCLIP, TripletFeatures, cached_features, load_frozen_clip, resolve_cache_dir
+from .config import RunConfig
+from .data import SynthConfig, build_world, display_name, load_triplets, PROMPT_TEMPLATES
+from .evaluate import encode_points, linear_probe, retrieval, zero_shot
+from .train import Trainer, TrainResult, resolve_device, save_final
+
+SPLITS = ("train", "test", "scan")
+
+
+@dataclass
+class World:
+    """Everything a run needs besides the 3D encoder: triplets per split, the frozen
+    encoders, their cached features and the category text features."""
+
+    key: str
+    root: Path
+    splits: dict
+    features: dict
+    clip: FrozenCLIP
+    class_names: list
+    class_feats: torch.Tensor
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def eval_splits(self) -> list:
+        return [s for s in ("test", "scan") if s in self.splits]
+
+
+def synth_config(cfg: RunConfig) -> SynthConfig:
+    d = cfg.data
+    return SynthConfig(seed=d.synth_seed, train_per_class=d.synth_train_per_class,
+                       test_per_class=d.synth_test_per_class,
+                       scan_per_class=d.synth_scan_per_class, num_points=d.synth_points)
+
+
+def prepare_world(cfg: RunConfig, progress: bool = True) -> World:
+    """Generate or load the triplets, load or pre-train the frozen encoders, and compute or
+    load their cached features. Each expensive step is cached under ``cfg.cache_dir``."""
+    cfg.validate()
+    cache = resolve_cache_dir(cfg.cache_dir)
+    seconds = {}
+    t = time.perf_counter()
+    if cfg.data.root is None:
+        synth = synth_config(cfg)
+        world_key = f"synth-{synth.key()}"
+        paths = build_world(synth, cache / "worlds" / world_key)
+    else:
+        root = Path(cfg.data.root).expanduser()
+        paths = {s: root / s for s in SPLITS if (root / s / "manifest.json").exists()}
+        if "train" not in paths:
+            raise FileNotFoundError(f"no triplet dataset at {root / 'train'} (expected "
+                                    f"{root}/train/manifest.json, and test/ or scan/ beside it)")
+        digest = hashlib.sha1()
+        for s in sorted(paths):
+            digest.update((paths[s] / "manifest.json").read_bytes())
+        world_key = f"data-{digest.hexdigest()[:12]}"
+    splits = {s: load_triplets(p) for s, p in paths.items()}
+    seconds["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    clip = load_frozen_clip(cfg.clip, device=device, cache_dir=cache, train_set=splits["train"],
+                            world_key=world_key, seed=cfg.data.synth_seed, progress=progress)
+    seconds["clip"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    features = {s: cached_features(clip, ts, cache / "features" / world_key / clip.key / f"{s}.pt",
+                                   batch_size=cfg.clip.batch_size, progress=progress)
+                for s, ts in splits.items()}
+    class_names = list(splits["train"].class_names or [])
+    if not class_names:
+        raise ValueError(f"the train split at {paths['train']} has no class_names; zero-shot "
+                         "evaluation needs them")
+    class_feats = clip.class_features([display_name(c) for c in class_names], PROMPT_TEMPLATES)
+    seconds["features"] = time.perf_counter() - t
+    return World(world_key, Path(paths["train"]).parent, splits, features, clip, class_names,
+                 class_feats, seconds)
+
+
+def training_batches(cfg: RunConfig, world: World) -> TripletBatches:
+    d = cfg.data
+    train = world.splits["train"]
+    return TripletBatches(np.asarray(train.points), world.features["train"],
+                          num_points=d.num_points, in_channels=d.in_channels,
+                          batch_size=min(cfg.train.batch_size, len(train)),
+                          augment=d.augment, rgb_dropout=d.rgb_dropout)
+
+
+def point_features(encoder, world: World, cfg: RunConfig) -> dict:
+    return {s: encode_points(encoder, world.splits[s].points, cfg.data.num_points,
+                             cfg.data.in_channels) for s in world.splits}
+
+
+def evaluate_encoder(encoder, world: World, cfg: RunConfig, feats: Optional[dict] = None,
+                     keep_predictions: bool = False) -> dict:
+    """Zero-shot (top-1/3/5, per class), linear probe and retrieval on every eval split."""
+    feats = feats or point_features(encoder, world, cfg)
+    out = {"zero_shot": {}, "linear_probe": {}, "chance": {},
+           "num_classes": len(world.class_names)}
+    for s in world.eval_splits:
+        zs = zero_shot(feats[s], world.class_feats, world.splits[s].labels,
+                       class_names=world.class_names)
+        if not keep_predictions:
+            zs.pop("predictions")
+        out["zero_shot"][s] = zs
+        out["chance"][s] = 1.0 / len(world.class_names)
+    out["linear_probe"] = linear_probe(
+        feats["train"], world.splits["train"].labels,
+        {s: (feats[s], world.splits[s].labels) for s in world.eval_splits})
+    test = "test" if "test" in world.splits else world.eval_splits[0]
+    f = world.features[test]
+    first_caption = f.text[:, 0]
+    out["retrieval"] = retrieval(feats[test], f.image[:, 0], first_caption,
+                                 world.splits[test].labels)
+    return out
+
+
+def zero_shot_callback(world: World, cfg: RunConfig):
+    """Per-epoch zero-shot top-1 on each eval split, for the training curves."""
+    def evaluate(encoder) -> dict:
+        out = {}
+        for s in world.eval_splits:
+            feats = encode_points(encoder, world.splits[s].points, cfg.data.num_points,
+                                  cfg.data.in_channels)
+            out[f"zero_shot_{s}_top1"] = zero_shot(feats, world.class_feats,
+                                                   world.splits[s].labels)["top1"]
+        return out
+    return evaluate
+
+
+def train_variant(cfg: RunConfig, world: World, out_dir=None, resume: bool = False,
+                  progress: bool = True, on_epoch=None) -> TrainResult:
+    trainer = Trainer(cfg, training_batches(cfg, world), embed_dim=world.class_feats.shape[1],
+                      out_dir=out_dir, evaluate=zero_shot_callback(world, cfg),
+                      progress=progress)
+    return trainer.fit(resume=resume, on_epoch=on_epoch)
+
+
+def frozen_encoder_quality(world: World) -> dict:
+    """How much class structure the frozen encoders carry: zero-shot accuracy of the test
+    split's own captions and renders against the category prompts."""
+    out = {}
+    split = "test" if "test" in world.splits else "train"
+    f, labels = world.features[split], world.splits[split].labels
+    out["caption_top1"] = zero_shot(f.text[:, 0], world.class_feats, labels)["top1"]
+    out["image_top1"] = zero_shot(f.image[:, 0], world.class_feats, labels)["top1"]
+    return out
+
+
+def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
+        world: Optional[World] = None) -> dict:
+    """Prepare, train, evaluate; write ``final.pt`` and ``metrics.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(cfg.to_json())
+    world = world or prepare_world(cfg, progress=progress)
+    result = train_variant(cfg, world, out_dir, resume=resume, progress=progress)
+    save_final(result, cfg, out_dir / "final.pt")
+    t = time.perf_counter()
+    metrics = evaluate_encoder(result.final_encoder, world, cfg)
+    seconds = dict(world.seconds, train=result.seconds, eval=time.perf_counter() - t)
+    metrics.update(seconds=seconds, frozen_encoders=frozen_encoder_quality(world),
+                   history=result.history, config=cfg.to_dict(), world=world.key)
+    write_json(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def write_json(obj, path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def load_run(run_dir, device="cpu"):
+    """(config, encoders) of a finished run from its ``final.pt``."""
+    from .encoders import create_point_encoder
+
+    path = Path(run_dir) / "final.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no finished run at {run_dir} (missing {path})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(f"corrupt run file {path}: {err}") from err
+    cfg = RunConfig.from_dict(state["config"])
+    encoders = {}
+    for name, sd in state["encoders"].items():
+        enc = create_point_encoder(cfg.train.encoder, out_dim=state["embed_dim"],
+                                   in_channels=cfg.data.in_channels, **cfg.train.encoder_overrides)
+        enc.load_state_dict(sd)
+        encoders[name] = enc.to(device).eval()
+    return cfg, encoders
+
+
+def summarize(metrics: dict) -> str:
+    """A few-line human summary of a metrics dict."""
+    lines = []
+    for s, zs in metrics["zero_shot"].items():
+        lines.append(f"zero-shot {s:5s} top1 {zs['top1']:.3f} top3 {zs['top3']:.3f} top5 "
+                     f"{zs['top5']:.3f} (chance {metrics['chance'][s]:.3f})")
+    for s, lp in metrics["linear_probe"].items():
+        lines.append(f"linear probe {s:5s} accuracy {lp['accuracy']:.3f}")
+    for k, r in metrics["retrieval"].items():
+        lines.append(f"retrieval {k:7s} " + " ".join(f"{m} {v:.3f}" for m, v in r.items()))
+    if "seconds" in metrics:
+        lines.append("seconds " + " ".join(f"{k} {v:.1f}" for k, v in metrics["seconds"].items()))
+    return "\n".join(lines)
+
+
+def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_dir,
+           modality_sets: Sequence[tuple] = (), progress: bool = False) -> dict:
+    """Train every (variant, seed) and, for each modality set, mm-mixing with only those loss
+    terms (Table 5). Writes ``ablation.json`` and ``ablation.md``; returns the summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world = prepare_world(base, progress=progress)
+    rows = [(v, v, None) for v in variants]
+    rows += [(f"mm-mixing ({'+'.join(_short(m) for m in ms)})", "mm-mixing", tuple(ms))
+             for ms in modality_sets]
+    runs = []
+    for label, variant, mods in rows:
+        for seed in seeds:
+            cfg = base.replace(**{"train.variant": variant, "train.seed": seed})
+            if mods is not None:
+                cfg = cfg.replace(**{"mix.modalities": mods})
+            slug = label.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
+            metrics = run(cfg, out_dir / f"{slug}-seed{seed}", progress=progress, world=world)
+            runs.append({"row": label, "seed": seed, "metrics": _headline(metrics)})
+            print(f"{label:24s} seed {seed}: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in _headline(metrics).items()), flush=True)
+    summary = {}
+    for label, _, _ in rows:
+        vals = [r["metrics"] for r in runs if r["row"] == label]
+        summary[label] = {k: {"mean": float(np.mean([v[k] for v in vals])),
+                              "std": float(np.std([v[k] for v in vals]))} for k in vals[0]}
+    result = {"runs": runs, "summary": summary, "seeds": list(seeds), "world": world.key,
+              "frozen_encoders": frozen_encoder_quality(world), "config": base.to_dict()}
+    write_json(result, out_dir / "ablation.json")
+    (out_dir / "ablation.md").write_text(ablation_markdown(summary, len(seeds)))
+    return result
+
+
+def _short(modality: str) -> str:
+    return {"text": "T", "image": "I", "point": "P"}[modality]
+
+
+HEADLINE = {
+    "zs_test_top1": ("zero_shot", "test", "top1"),
+    "zs_test_top5": ("zero_shot", "test", "top5"),
+    "zs_scan_top1": ("zero_shot", "scan", "top1"),
+    "zs_scan_top5": ("zero_shot", "scan", "top5"),
+    "lp_test": ("linear_probe", "test", "accuracy"),
+    "lp_scan": ("linear_probe", "scan", "accuracy"),
+    "text2pc_R@1": ("retrieval", "text2pc", "R@1"),
+    "img2pc_R@1": ("retrieval", "img2pc", "R@1"),
+}
+
+
+def _headline(metrics: dict) -> dict:
+    out = {}
+    for name, (a, b, c) in HEADLINE.items():
+        if b in metrics.get(a, {}):
+            out[name] = metrics[a][b][c]
+    return out
+
+
+def ablation_markdown(summary: dict, n_seeds: int) -> str:
+    cols = list(next(iter(summary.values())).keys())
+    lines = [f"Mean ± std over {n_seeds} seed(s), accuracies in %.", "",
+             "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for label, stats in summary.items():
+        cells = [f"{100 * stats[c]['mean']:.1f} ± {100 * stats[c]['std']:.1f}" for c in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from mmmixlab.config import RunConfig, preset
+
+
+def test_presets_and_roundtrip():
+    tiny = preset("tiny")
+    paper = preset("paper")
+    assert tiny.train.encoder == "pointbert-tiny" and paper.train.encoder == "pointbert"
+    assert paper.train.batch_size == 200 and paper.data.num_points == 10000
+    again = RunConfig.from_dict(json.loads(tiny.to_json()))
+    assert again == tiny
+
+
+def test_replace_and_unknown_fields():
+    cfg = preset("tiny").replace(**{"train.lr": 1e-4, "mix.beta": 0.4})
+    assert cfg.train.lr == 1e-4 and cfg.mix.beta == 0.4
+    with pytest.raises(ValueError, match="unknown config field"):
+        preset("tiny").replace(**{"train.learning_rate": 1.0})
+    with pytest.raises(ValueError, match="unknown field"):
+        RunConfig.from_dict({"train": {"nope": 1}})
+    with pytest.raises(ValueError, match="preset"):
+        preset("huge")
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("train.variant", "mixup", "variant"),
+    ("mix.beta", 0.0, "beta"),
+    ("mix.mix_prob", 1.5, "mix_prob"),
+    ("mix.pairing", "nearest", "pairing"),
+    ("data.in_channels", 4, "in_channels"),
+    ("train.batch_size", 1, "batch_size"),
+    ("mix.modalities", ["audio"], "modalities"),
+])
+def test_validation(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        preset("tiny").replace(**{field: value}).validate()

@@ -1,0 +1,135 @@
+"""Trainer behaviour on random clouds and features (no world needed, seconds on a CPU)."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmmixlab.batches import TripletBatches
+from mmmixlab.clip import TripletFeatures
+from mmmixlab.config import preset
+from mmmixlab.train import Trainer, plan_phases
+
+
+def toy_batches(n=24, d=16, captions=2, seed=0, missing_text=(3, 7)):
+    g = torch.Generator().manual_seed(seed)
+    points = torch.rand(n, 128, 6, generator=g)
+    points[..., :3] = points[..., :3] * 2 - 1
+    image = F.normalize(torch.randn(n, 2, d, generator=g), dim=-1)
+    text = F.normalize(torch.randn(n, captions, d, generator=g), dim=-1)
+    mask = torch.ones(n, captions, dtype=torch.bool)
+    for i in missing_text:
+        mask[i] = False
+        text[i] = 0
+    feats = TripletFeatures(image=image, text=text, text_mask=mask)
+    return TripletBatches(points, feats, num_points=64, batch_size=8)
+
+
+def toy_cfg(variant, **extra):
+    updates = {"train.variant": variant, "train.encoder": "pointnet", "train.epochs_stage1": 1,
+               "train.epochs_stage2": 1, "train.batch_size": 8, "train.device": "cpu",
+               "train.warmup_steps": 0}
+    updates.update(extra)
+    return preset("tiny").replace(**updates)
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("variant", ["baseline", "fm", "im", "mm-mixing", "one-stage"])
+def test_every_variant_trains(variant):
+    trainer = Trainer(toy_cfg(variant), toy_batches(), embed_dim=16, progress=False)
+    before = {n: params(e) for n, e in trainer.encoders.items()}
+    result = trainer.fit()
+    assert len(result.history) == 2  # every variant: epochs_stage1 + epochs_stage2 in total
+    for rec in result.history:
+        assert torch.isfinite(torch.tensor(rec["loss"]))
+    for n, enc in result.encoders.items():
+        changed = any(not torch.equal(a, b) for a, b in zip(before[n], params(enc)))
+        assert changed, f"encoder {n} did not train"
+    assert set(result.encoders) == ({"A", "B"} if variant in ("mm-mixing", "one-stage") else {"A"})
+
+
+def test_phases_share_total_epochs():
+    for v in ("baseline", "fm", "im", "one-stage"):
+        assert sum(p.epochs for p in plan_phases(v, 3, 4)) == 7
+    assert [(p.name, p.epochs) for p in plan_phases("mm-mixing", 3, 4)] == [("stage1", 3),
+                                                                              ("stage2", 4)]
+
+
+def test_stage1_encoder_frozen_in_stage2():
+    trainer = Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False)
+    seen = {}
+
+    def on_epoch(rec):
+        seen[rec["phase"]] = params(trainer.encoders["A"])
+    trainer.fit(on_epoch=on_epoch)
+    assert all(torch.equal(a, b) for a, b in zip(seen["stage1"], seen["stage2"]))
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    cfg = toy_cfg("mm-mixing", **{"train.epochs_stage1": 2, "train.epochs_stage2": 1,
+                                  "train.checkpoint_every": 2})
+    full = Trainer(cfg, toy_batches(), embed_dim=16, progress=False).fit()
+
+    class Stop(Exception):
+        pass
+
+    interrupted = Trainer(cfg, toy_batches(), embed_dim=16, out_dir=tmp_path, progress=False)
+    original = interrupted._run_epoch
+    calls = {"n": 0}
+
+    def crash_after_first_epoch(*args, **kwargs):
+        if calls["n"] == 1:
+            raise Stop()
+        calls["n"] += 1
+        return original(*args, **kwargs)
+    interrupted._run_epoch = crash_after_first_epoch
+    with pytest.raises(Stop):
+        interrupted.fit()
+    resumed = Trainer(cfg, toy_batches(), embed_dim=16, out_dir=tmp_path, progress=False)
+    result = resumed.fit(resume=True)
+    for name in ("A", "B"):
+        for a, b in zip(params(full.encoders[name]), params(result.encoders[name])):
+            assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_resume_refuses_changed_config(tmp_path):
+    cfg = toy_cfg("fm")
+    Trainer(cfg, toy_batches(), embed_dim=16, out_dir=tmp_path, progress=False).fit()
+    other = cfg.replace(**{"mix.beta": 0.3})
+    with pytest.raises(ValueError, match="mix.beta"):
+        Trainer(other, toy_batches(), embed_dim=16, out_dir=tmp_path, progress=False).fit(
+            resume=True)
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    cfg = toy_cfg("fm")
+    Trainer(cfg, toy_batches(), embed_dim=16, out_dir=tmp_path, progress=False).fit()
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt"):
+        Trainer(cfg, toy_batches(), embed_dim=16, out_dir=tmp_path, progress=False).fit(
+            resume=True)
+
+
+def test_batches_bad_input():
+    feats = toy_batches().features
+    with pytest.raises(ValueError, match="24 clouds|clouds but features"):
+        TripletBatches(torch.rand(20, 128, 6), feats)
+    bad = torch.rand(24, 128, 6)
+    bad[2, 5, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        TripletBatches(bad, feats, num_points=64, batch_size=8)
+    with pytest.raises(ValueError, match="num_points"):
+        TripletBatches(torch.rand(24, 128, 6), feats, num_points=256)
+    with pytest.raises(ValueError, match=r"\(S, P, 6\)"):
+        TripletBatches(torch.rand(24, 128, 3), feats)
+
+
+def test_shapes_without_text_get_no_text_target():
+    b = toy_batches(missing_text=(0, 1, 2, 3, 4, 5, 6, 7))
+    batch = b.make_batch(torch.arange(8), torch.Generator().manual_seed(0))
+    assert not batch.text_valid.any() and torch.all(batch.text == 0)

@@ -46,7 +46,7 @@ def resolve_cache_dir(cache_dir: Optional[str] = None) -> Path:
 
 def images_to_tensor(images: np.ndarray, image_size: int) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> CLIP-normalized float (N, 3, S, S); the tiny encoder's preprocess."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True,
                           align_corners=False)
@@ -150,7 +150,21 @@ def pretrain_tiny_clip(train_set, cfg: ClipConfig, seed: int = 0, device="cpu",
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    tokens = [tokenizer(caps) for caps in train_set.captions]
+    texts = [list(caps) for caps in train_set.captions]
+    if cfg.tiny_prompt_share > 0 and train_set.class_names:
+        # Category prompts are descriptions of the shape too; mixing them into the text pool
+        # gives the category text features (zero-shot classifiers) the structure of the data.
+        from .data import PROMPT_TEMPLATES, display_name
+        prompts = [[t.format(display_name(c)) for t in PROMPT_TEMPLATES]
+                   for c in train_set.class_names]
+        labels = np.asarray(train_set.labels)
+        n_prompt = [max(1, round(len(c) * cfg.tiny_prompt_share / (1 - cfg.tiny_prompt_share)))
+                    if labels[i] >= 0 else 0 for i, c in enumerate(texts)]
+        rng = np.random.default_rng(seed)
+        for i, k in enumerate(n_prompt):
+            if k:
+                texts[i] += list(rng.choice(prompts[labels[i]], size=k, replace=False))
+    tokens = [tokenizer(t) for t in texts]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.tiny_lr, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / cfg.tiny_steps)))

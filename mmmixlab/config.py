@@ -47,11 +47,12 @@ class ClipConfig:
 
     model: str = "synth-tiny"
     pretrained: Optional[str] = None
-    tiny_width: int = 128
-    tiny_embed_dim: int = 128
-    tiny_steps: int = 400
+    tiny_width: int = 64
+    tiny_embed_dim: int = 64
+    tiny_steps: int = 500
     tiny_batch_size: int = 128
     tiny_lr: float = 2e-3
+    tiny_prompt_share: float = 0.5   # share of category prompts among the training texts
     batch_size: int = 256         # feature-extraction batch
 
     @property

@@ -107,6 +107,28 @@ def linear_probe(train_feats, train_labels, eval_sets: dict, max_iter: int = 200
     return out
 
 
+def linear_probe_cv(feats, labels, folds: int = 5, max_iter: int = 2000, C: float = 1.0,
+                    seed: int = 0) -> dict:
+    """Linear probe on a split without its own training set: stratified k-fold
+    cross-validation, every sample predicted by a classifier that never saw it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x = np.asarray(feats, dtype=np.float64)
+    y = np.asarray(labels)
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"features {x.shape} and labels {y.shape} do not match")
+    smallest = np.bincount(y).min() if len(y) else 0
+    folds = int(min(folds, smallest))
+    if folds < 2:
+        raise ValueError(f"cross-validated linear probe needs >= 2 samples per class, got "
+                         f"{smallest}")
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    pred = cross_val_predict(LogisticRegression(max_iter=max_iter, C=C, random_state=seed),
+                             x, y, cv=cv)
+    return {"accuracy": float((pred == y).mean()), "folds": folds}
+
+
 def recall_at_k(queries: torch.Tensor, gallery: torch.Tensor, relevant: torch.Tensor,
                 ks: Sequence[int] = (1, 5, 10)) -> dict:
     """Recall@k: the share of queries with a relevant gallery item among the top k.

@@ -96,3 +96,17 @@ def test_confusion_and_pairs():
     from sklearn.metrics import confusion_matrix as sk_cm
     assert (cm == sk_cm([0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 1, 0, 0, 2], labels=[0, 1, 2])).all()
     assert most_confused_pairs(cm, ["a", "b", "c"], top=2) == [("c", "a", 2), ("a", "b", 1)]
+
+
+def test_linear_probe_cv_matches_sklearn_cross_validation():
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from mmmixlab.evaluate import linear_probe_cv
+    feats, _, labels = data(n=90, c=3, seed=2)
+    out = linear_probe_cv(feats, labels, folds=5)
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    scores = cross_val_score(LogisticRegression(max_iter=2000, random_state=0), feats.numpy(),
+                             labels, cv=cv)
+    # equal-sized folds: the pooled accuracy is the mean of the fold accuracies
+    assert out["accuracy"] == pytest.approx(scores.mean(), abs=0.02)
+    with pytest.raises(ValueError, match="2 samples per class"):
+        linear_probe_cv(feats[:4], np.array([0, 1, 2, 2]))

@@ -1,0 +1,12 @@
+"""Data: the embedded SynthShapes world, the triplet format, renders, captions and prompts."""
+
+from .prompts import PROMPT_TEMPLATES, class_prompts, display_name
+from .render import render_views
+from .synth import CATEGORIES, CONFUSABLE_PAIRS, SynthConfig, build_world, generate_split
+from .triplets import TripletSet, load_triplets, write_triplets
+
+__all__ = [
+    "CATEGORIES", "CONFUSABLE_PAIRS", "PROMPT_TEMPLATES", "SynthConfig", "TripletSet",
+    "build_world", "class_prompts", "display_name", "generate_split", "load_triplets",
+    "render_views", "write_triplets",
+]

@@ -1,0 +1,45 @@
+"""Point-cloud encoders and the factory the trainers use.
+
+``create_point_encoder(name, out_dim, in_channels=6, **overrides)`` builds one of
+``ENCODER_NAMES``; overrides are config field names (``PointBERTConfig`` / ``PointNetConfig``)
+and an unknown one raises ValueError listing the valid ones. Every encoder maps
+(B, N, in_channels) clouds to (B, out_dim) features, takes no device at construction and
+works after ``.to(device)``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..checks import check_choice
+from .common import build_config, count_parameters
+from .pointbert import TINY, PointBERT, PointBERTConfig
+from .pointnet import PointNet, PointNetConfig
+
+__all__ = [
+    "ENCODER_NAMES",
+    "PointBERT",
+    "PointBERTConfig",
+    "PointNet",
+    "PointNetConfig",
+    "count_parameters",
+    "create_point_encoder",
+]
+
+# name -> (config class, model class, preset values applied before the user's overrides)
+_REGISTRY = {
+    "pointbert": (PointBERTConfig, PointBERT, {}),
+    "pointbert-tiny": (PointBERTConfig, PointBERT, TINY),
+    "pointnet": (PointNetConfig, PointNet, {}),
+}
+ENCODER_NAMES = tuple(_REGISTRY)
+
+
+def create_point_encoder(name: str, out_dim: int, in_channels: int = 6,
+                         **overrides) -> nn.Module:
+    """Build encoder ``name`` mapping (B, N, in_channels) points to (B, out_dim) features."""
+    check_choice(name, ENCODER_NAMES, "encoder name")
+    config_cls, model_cls, preset = _REGISTRY[name]
+    config = build_config(config_cls, {**preset, **overrides, "out_dim": out_dim,
+                                       "in_channels": in_channels})
+    return model_cls(config)

@@ -1,0 +1,69 @@
+"""Pieces every encoder shares: config building with checked overrides, weight init, counts.
+
+Configs are dataclasses so an experiment's encoder is fully described by plain field values
+(they go into run records as ``dataclasses.asdict(config)``); overrides are checked by field
+name so a typo fails loudly instead of silently training the default model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from ..checks import check_points
+
+C = TypeVar("C")
+
+
+def build_config(cls: type[C], values: dict[str, Any]) -> C:
+    """``cls(**values)``, but an unknown field name raises ValueError listing the valid ones."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; valid options: "
+                         f"{', '.join(names)}")
+    return cls(**values)
+
+
+def check_positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive int, "
+                             f"got {value!r}")
+
+
+def check_in_channels(in_channels: int) -> None:
+    if in_channels not in (3, 6):
+        raise ValueError(f"in_channels must be 3 (xyz) or 6 (xyz+rgb), got {in_channels!r}")
+
+
+def check_encoder_input(points: torch.Tensor, in_channels: int, min_points: int = 1) -> None:
+    """(B, N, in_channels), finite, non-empty, N >= min_points; ValueError otherwise."""
+    check_points(points, channels=(in_channels,))
+    if points.shape[1] < min_points:
+        raise ValueError(f"this encoder needs at least {min_points} points per cloud, "
+                         f"got {points.shape[1]} (shape {tuple(points.shape)})")
+
+
+def init_weights(module: nn.Module) -> None:
+    """Transformer-style init (truncated normal, std 0.02; zero biases), used by Point-BERT.
+
+    Small weights keep the residual stream near identity at the start, which the contrastive
+    objective with a learnable temperature trains stably from.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable, by default) parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,68 @@
+"""A small PointNet: the fast baseline encoder for CPU experiments and smoke tests.
+
+Shared per-point MLP (64-128-256) -> max-pool over points -> MLP head -> out_dim. Max pooling
+makes it exactly invariant to the order of the points, and it needs no sampling or grouping,
+so it is the cheapest way to check that a training pipeline learns anything.
+
+Normalisation: BatchNorm1d in the per-point MLP only, where its statistics run over every
+point of the batch (B*N values), so batch size 1 trains fine; the head after pooling has no
+BatchNorm, since there it would see B values and fail for B=1. ``norm="none"`` drops it
+altogether (then outputs never depend on the rest of the batch, even in train mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .common import check_encoder_input, check_in_channels, check_positive
+
+
+@dataclass
+class PointNetConfig:
+    out_dim: int = 1280
+    in_channels: int = 6
+    mlp_dims: tuple[int, ...] = (64, 128, 256)   # shared per-point MLP widths
+    head_dims: tuple[int, ...] = (256,)          # hidden widths of the head after pooling
+    norm: str = "batch"                          # "batch" or "none"
+
+    def __post_init__(self):
+        self.mlp_dims, self.head_dims = tuple(self.mlp_dims), tuple(self.head_dims)
+        check_in_channels(self.in_channels)
+        check_positive(self, "out_dim")
+        if not self.mlp_dims or min(self.mlp_dims) < 1 or min(self.head_dims, default=1) < 1:
+            raise ValueError(f"mlp_dims must be non-empty and all widths positive, got "
+                             f"mlp_dims={self.mlp_dims}, head_dims={self.head_dims}")
+        if self.norm not in ("batch", "none"):
+            raise ValueError(f"norm must be 'batch' or 'none', got {self.norm!r}")
+
+
+class PointNet(nn.Module):
+    """(B, N, in_channels) clouds -> (B, out_dim) features."""
+
+    def __init__(self, config: PointNetConfig):
+        super().__init__()
+        self.config = config
+        self.in_channels, self.out_dim = config.in_channels, config.out_dim
+        layers, width = [], config.in_channels
+        for i, dim in enumerate(config.mlp_dims):
+            layers.append(nn.Linear(width, dim))
+            if config.norm == "batch":
+                layers.append(nn.BatchNorm1d(dim))
+            if i < len(config.mlp_dims) - 1:  # last layer linear before the max, as in PointNet
+                layers.append(nn.ReLU(inplace=True))
+            width = dim
+        self.point_mlp = nn.Sequential(*layers)
+        head = []
+        for dim in config.head_dims:
+            head += [nn.Linear(width, dim), nn.ReLU(inplace=True)]
+            width = dim
+        self.head = nn.Sequential(*head, nn.Linear(width, config.out_dim))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        check_encoder_input(points, self.config.in_channels)
+        b, n, c = points.shape
+        f = self.point_mlp(points.reshape(b * n, c)).view(b, n, -1)
+        return self.head(f.max(dim=1).values)

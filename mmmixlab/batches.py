@@ -37,7 +37,7 @@ class TripletBatches:
     def __init__(self, points, features: TripletFeatures, num_points: int = 1024,
                  in_channels: int = 6, batch_size: int = 64, augment: bool = True,
                  rgb_dropout: float = 0.5, drop_last: bool = True):
-        points = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+        points = torch.as_tensor(np.array(points, dtype=np.float32))
         if points.dim() != 3 or points.shape[-1] != 6:
             raise ValueError(f"points must be (S, P, 6) xyz+rgb, got {tuple(points.shape)}")
         if points.shape[0] != len(features):

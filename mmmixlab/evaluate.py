@@ -31,7 +31,7 @@ def encode_points(encoder: nn.Module, points, num_points: int = 1024, in_channel
     device = device or next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
-    points = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+    points = torch.as_tensor(np.array(points, dtype=np.float32))
     if points.dim() != 3 or points.shape[0] == 0:
         raise ValueError(f"points must be a non-empty (S, P, C) array, got {tuple(points.shape)}")
     out = []

@@ -4,10 +4,10 @@ Shared per-point MLP (64-128-256) -> max-pool over points -> MLP head -> out_dim
 makes it exactly invariant to the order of the points, and it needs no sampling or grouping,
 so it is the cheapest way to check that a training pipeline learns anything.
 
-Normalisation: BatchNorm1d in the per-point MLP only, where its statistics run over every
-point of the batch (B*N values), so batch size 1 trains fine; the head after pooling has no
-BatchNorm, since there it would see B values and fail for B=1. ``norm="none"`` drops it
-altogether (then outputs never depend on the rest of the batch, even in train mode).
+Normalisation: LayerNorm per point by default, so a cloud's feature never depends on the rest
+of its batch (contrastive training learns to exploit batch statistics, and DDP / gradient-cache
+equivalence needs per-sample independence). ``norm="batch"`` gives the classic BatchNorm1d
+over every point of the batch; ``norm="none"`` drops normalisation.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class PointNetConfig:
     in_channels: int = 6
     mlp_dims: tuple[int, ...] = (64, 128, 256)   # shared per-point MLP widths
     head_dims: tuple[int, ...] = (256,)          # hidden widths of the head after pooling
-    norm: str = "batch"                          # "batch" or "none"
+    norm: str = "layer"                          # "layer", "batch" or "none"
 
     def __post_init__(self):
         self.mlp_dims, self.head_dims = tuple(self.mlp_dims), tuple(self.head_dims)
@@ -35,8 +35,8 @@ class PointNetConfig:
         if not self.mlp_dims or min(self.mlp_dims) < 1 or min(self.head_dims, default=1) < 1:
             raise ValueError(f"mlp_dims must be non-empty and all widths positive, got "
                              f"mlp_dims={self.mlp_dims}, head_dims={self.head_dims}")
-        if self.norm not in ("batch", "none"):
-            raise ValueError(f"norm must be 'batch' or 'none', got {self.norm!r}")
+        if self.norm not in ("layer", "batch", "none"):
+            raise ValueError(f"norm must be 'layer', 'batch' or 'none', got {self.norm!r}")
 
 
 class PointNet(nn.Module):
@@ -51,6 +51,8 @@ class PointNet(nn.Module):
             layers.append(nn.Linear(width, dim))
             if config.norm == "batch":
                 layers.append(nn.BatchNorm1d(dim))
+            elif config.norm == "layer":
+                layers.append(nn.LayerNorm(dim))
             if i < len(config.mlp_dims) - 1:  # last layer linear before the max, as in PointNet
                 layers.append(nn.ReLU(inplace=True))
             width = dim

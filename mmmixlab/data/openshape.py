@@ -1,0 +1,401 @@
+"""OpenShape's training triplets: one pickled ``.npy`` dict per shape, read as it is on disk.
+
+OpenShape (and MM-Mixing after it) train on ~875k shapes whose point clouds and frozen CLIP
+features (OpenCLIP ViT-bigG-14, 1280-d) were precomputed. Each file is
+``np.save(path, dict)``, read back with ``np.load(path, allow_pickle=True).item()``; its keys
+(OpenShape's README):
+
+* ``xyz`` (10000, 3) in [-1, 1] and ``rgb`` (10000, 3) in [0, 1]: the point cloud, y-up;
+* ``image_feat`` (12, D): features of 12 rendered views; ``thumbnail_feat`` (D,) or (1, D);
+* ``text`` list of str and ``text_feat`` list of ``{"original": f, "prompt_avg": f}``;
+* ``blip_caption`` / ``msft_caption`` str (may be empty) with ``*_caption_feat`` dicts of the
+  same two versions; ``retrieval_text`` list of str with ``retrieval_text_feat`` list of
+  ``{"original": f}``;
+* ``dataset``, ``group``, ``id``: provenance.
+
+Only ``xyz``, ``rgb`` and ``image_feat`` are required here; every text source is optional, and a
+shape may end up with no text at all. Such a shape gets ``has_text=False`` and a zero text
+feature: its text loss term is masked, and under text mixing a mixed text target exists only
+when both partners have text (the rule ``mmmixlab.losses``/``mixing`` follow; rows without one
+still serve as negatives).
+
+Text entries, in this order: each ``text_feat`` entry (``text_version``, default
+``prompt_avg``: OpenShape's template-averaged feature), the BLIP caption, the Microsoft caption,
+each retrieval text (``original``; no template version exists). Per step one entry is drawn
+uniformly. (OpenShape draws one per *source* first, then one of the sources; with one entry per
+source this is the same up to weighting; uniform over entries is our documented choice.)
+
+Augmentations (OpenShape's loader habits, as separate functions so each is testable):
+:func:`swap_yz` (y-up to z-up, a column swap as OpenShape does it), :func:`normalize_unit_sphere`,
+:func:`rotate_z` (random rotation about the up axis), :func:`drop_rgb` (with p=0.5 the colour is
+replaced by a constant 0.4). Random subsampling to the model's point count happens first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "OpenShapeRecord", "OpenShapeTriplets", "drop_rgb", "list_openshape_files",
+    "normalize_unit_sphere", "read_openshape_npy", "rotate_z", "subsample", "swap_yz",
+    "augment_points",
+]
+
+TEXT_VERSIONS = ("prompt_avg", "original")
+
+
+# ---------------------------------------------------------------------------------- augmentations
+
+def swap_yz(xyz: np.ndarray) -> np.ndarray:
+    """OpenShape's y-up -> z-up conversion: swap the y and z columns (returns a new array).
+
+    This is a reflection, not a rotation; what matters is that training and evaluation clouds
+    get the same swap (``load_benchmark`` applies it too).
+    """
+    return xyz[..., [0, 2, 1]]
+
+
+def normalize_unit_sphere(xyz: np.ndarray) -> np.ndarray:
+    """Centre on the mean and scale so the farthest point lies on the unit sphere.
+
+    Computed in float64 so huge or tiny coordinates neither overflow nor lose precision; a cloud
+    whose points all coincide becomes all zeros (never NaN).
+    """
+    x = np.asarray(xyz, dtype=np.float64)
+    x = x - x.mean(axis=0, keepdims=True)
+    r = float(np.sqrt((x * x).sum(-1)).max()) if len(x) else 0.0
+    if not math.isfinite(r):
+        raise ValueError("cannot normalize a cloud with NaN or inf coordinates")
+    if r > 0:
+        x = x / r
+    return x.astype(np.float32)
+
+
+def rotate_z(xyz: np.ndarray, angle: float) -> np.ndarray:
+    """Rotate about the z (up) axis by ``angle`` radians."""
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    return (np.asarray(xyz, dtype=np.float32) @ rot.T).astype(np.float32)
+
+
+def drop_rgb(rgb: np.ndarray, rng: np.random.Generator, p: float = 0.5,
+             value: float = 0.4) -> np.ndarray:
+    """With probability ``p`` replace every colour by the constant ``value`` (OpenShape: 0.4,
+    the grey its colourless eval sets get), so the model does not rely on colour alone."""
+    if rng.random() < p:
+        return np.full_like(rgb, value, dtype=np.float32)
+    return np.asarray(rgb, dtype=np.float32)
+
+
+def subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` random indices into ``n`` points: without replacement when n >= k (uniform, no
+    FPS start bias), else all points plus random repeats."""
+    if n <= 0:
+        raise ValueError("cannot subsample an empty cloud")
+    if n >= k:
+        return rng.choice(n, k, replace=False)
+    return np.concatenate([rng.permutation(n), rng.integers(0, n, k - n)])
+
+
+def augment_points(xyz: np.ndarray, rgb: np.ndarray, rng: np.random.Generator, *,
+                   up_swap: bool = True, normalize: bool = True, rotate: bool = True,
+                   rgb_drop_prob: float = 0.5, rgb_drop_value: float = 0.4) -> np.ndarray:
+    """OpenShape's training transform of one cloud -> (P, 6) float32 xyz + rgb."""
+    if up_swap:
+        xyz = swap_yz(xyz)
+    if normalize:
+        xyz = normalize_unit_sphere(xyz)
+    if rotate:
+        xyz = rotate_z(xyz, rng.uniform(0.0, 2.0 * math.pi))
+    if rgb_drop_prob > 0:
+        rgb = drop_rgb(rgb, rng, rgb_drop_prob, rgb_drop_value)
+    return np.concatenate([np.asarray(xyz, np.float32), np.asarray(rgb, np.float32)], axis=1)
+
+
+# ---------------------------------------------------------------------------------- one file
+
+@dataclass
+class OpenShapeRecord:
+    """One shape of OpenShape's training data.
+
+    xyz, rgb: (P, 3) float32; image_feat: (V, D) float32 (V = 12 views); thumbnail_feat: (D,) or
+    None; text_feats: (T, D) float32, T >= 0; texts / text_sources: T strings each.
+    """
+
+    path: str
+    name: str
+    xyz: np.ndarray
+    rgb: np.ndarray
+    image_feat: np.ndarray
+    thumbnail_feat: Optional[np.ndarray] = None
+    text_feats: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    texts: list = field(default_factory=list)
+    text_sources: list = field(default_factory=list)
+    dataset: Optional[str] = None
+    group: Optional[str] = None
+
+    @property
+    def points(self) -> np.ndarray:
+        """(P, 6) float32: xyz + rgb as stored (no augmentation)."""
+        return np.concatenate([self.xyz, self.rgb], axis=1)
+
+    @property
+    def has_text(self) -> bool:
+        return len(self.text_feats) > 0
+
+    @property
+    def dim(self) -> int:
+        return int(self.image_feat.shape[-1])
+
+
+def _feature(value, where: str, dim: Optional[int]) -> np.ndarray:
+    try:
+        f = np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: not a numeric feature vector ({e})") from e
+    if f.size == 0 or (dim is not None and f.size != dim):
+        raise ValueError(f"{where}: feature of width {f.size}, expected {dim}")
+    if not np.isfinite(f).all():
+        raise ValueError(f"{where}: feature holds NaN or inf")
+    return f
+
+
+def _load_dict(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: OpenShape shape file missing")
+    try:
+        obj = np.load(path, allow_pickle=True)
+    except Exception as e:  # truncated pickles raise EOFError, UnpicklingError, ValueError...
+        raise ValueError(f"{path}: corrupt or truncated .npy file "
+                         f"({type(e).__name__}: {e})") from e
+    if not (isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ()):
+        shape = getattr(obj, "shape", None)
+        raise ValueError(f"{path}: expected a pickled dict (OpenShape's per-shape format), got "
+                         f"an array of dtype {getattr(obj, 'dtype', type(obj).__name__)} shape "
+                         f"{shape}")
+    d = obj.item()
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a pickled dict, got {type(d).__name__}")
+    return d
+
+
+def read_openshape_npy(path, text_version: str = "prompt_avg", texts: bool = True,
+                       features: bool = True) -> OpenShapeRecord:
+    """Read and check one OpenShape per-shape ``.npy`` dict (see the module docstring).
+
+    ``texts=False`` / ``features=False`` skip the text / image features (faster for evaluation
+    sets, where only the cloud is needed). Errors name the file and the problem.
+    """
+    if text_version not in TEXT_VERSIONS:
+        raise ValueError(f"text_version must be one of {TEXT_VERSIONS}, got {text_version!r}")
+    path = Path(path)
+    d = _load_dict(path)
+    missing = [k for k in ("xyz", "rgb") + (("image_feat",) if features else ()) if k not in d]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(map(str, d))}")
+    xyz = np.asarray(d["xyz"], dtype=np.float32)
+    rgb = np.asarray(d["rgb"], dtype=np.float32)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or xyz.shape[0] == 0:
+        raise ValueError(f"{path}: 'xyz' must have shape (P, 3), got {xyz.shape}")
+    if rgb.shape != xyz.shape:
+        raise ValueError(f"{path}: 'rgb' has shape {rgb.shape}, 'xyz' {xyz.shape}")
+    if not np.isfinite(xyz).all():
+        raise ValueError(f"{path}: 'xyz' holds NaN or inf")
+    if not np.isfinite(rgb).all() or rgb.min() < -1e-3 or rgb.max() > 1 + 1e-3:
+        raise ValueError(f"{path}: 'rgb' must lie in [0, 1], got range "
+                         f"[{np.nanmin(rgb):.4g}, {np.nanmax(rgb):.4g}]")
+    rgb = np.clip(rgb, 0.0, 1.0)
+    name = str(d.get("id", path.stem))
+    rec = OpenShapeRecord(path=str(path), name=name, xyz=xyz, rgb=rgb,
+                          image_feat=np.zeros((0, 0), np.float32),
+                          dataset=d.get("dataset"), group=d.get("group"))
+    if not features:
+        return rec
+    img = np.asarray(d["image_feat"], dtype=np.float32)
+    if img.ndim == 3 and img.shape[1] == 1:
+        img = img[:, 0]
+    if img.ndim != 2 or img.shape[0] == 0:
+        raise ValueError(f"{path}: 'image_feat' must have shape (V, D), got {img.shape}")
+    if not np.isfinite(img).all():
+        raise ValueError(f"{path}: 'image_feat' holds NaN or inf")
+    dim = img.shape[1]
+    rec.image_feat = img
+    if d.get("thumbnail_feat") is not None:
+        rec.thumbnail_feat = _feature(d["thumbnail_feat"], f"{path}: 'thumbnail_feat'", dim)
+    if not texts:
+        return rec
+    feats, strings, sources = [], [], []
+
+    def add(value, source: str, text: str, where: str):
+        feats.append(_feature(value, f"{path}: {where}", dim))
+        strings.append(text)
+        sources.append(source)
+
+    raw_texts = d.get("text") or []
+    for i, entry in enumerate(d.get("text_feat") or []):
+        if not isinstance(entry, dict) or text_version not in entry:
+            got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            raise ValueError(f"{path}: text_feat[{i}] lacks {text_version!r} (has {got})")
+        text = str(raw_texts[i]) if i < len(raw_texts) else ""
+        add(entry[text_version], "text", text, f"text_feat[{i}][{text_version!r}]")
+    for src in ("blip", "msft"):
+        caption = d.get(f"{src}_caption")
+        entry = d.get(f"{src}_caption_feat")
+        if caption and entry is not None:
+            if not isinstance(entry, dict) or text_version not in entry:
+                raise ValueError(f"{path}: {src}_caption_feat lacks {text_version!r}")
+            add(entry[text_version], f"{src}_caption", str(caption),
+                f"{src}_caption_feat[{text_version!r}]")
+    ret_texts = d.get("retrieval_text") or []
+    for i, entry in enumerate(d.get("retrieval_text_feat") or []):
+        if not isinstance(entry, dict) or "original" not in entry:
+            raise ValueError(f"{path}: retrieval_text_feat[{i}] lacks 'original'")
+        text = str(ret_texts[i]) if i < len(ret_texts) else ""
+        add(entry["original"], "retrieval_text", text, f"retrieval_text_feat[{i}]")
+    rec.text_feats = np.stack(feats) if feats else np.zeros((0, dim), np.float32)
+    rec.texts, rec.text_sources = strings, sources
+    return rec
+
+
+# ---------------------------------------------------------------------------------- file lists
+
+def list_openshape_files(src) -> list[Path]:
+    """The shape files named by ``src``: a folder (every ``*.npy`` below it, sorted), an
+    OpenShape split ``.json`` (a list of ``{"data_path", ...}``; relative paths are taken from
+    the json's folder), a text file of paths (one a line) or a list of paths."""
+    if isinstance(src, (list, tuple)):
+        files = [Path(p) for p in src]
+    else:
+        src = Path(src)
+        if src.is_dir():
+            files = sorted(src.rglob("*.npy"))
+            if not files:
+                raise FileNotFoundError(f"{src}: folder holds no .npy shape files")
+        elif src.is_file() and src.suffix == ".json":
+            try:
+                entries = json.loads(src.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"{src}: not valid JSON ({e})") from e
+            if not isinstance(entries, list):
+                raise ValueError(f"{src}: expected a list of {{data_path, ...}} entries")
+            files = []
+            for i, e in enumerate(entries):
+                if not isinstance(e, dict) or "data_path" not in e:
+                    raise ValueError(f"{src}: entry {i} has no 'data_path': {e!r:.100}")
+                p = Path(e["data_path"])
+                files.append(p if p.is_absolute() else src.parent / p)
+        elif src.is_file():
+            files = [Path(ln.strip()) for ln in src.read_text(encoding="utf-8").splitlines()
+                     if ln.strip()]
+        else:
+            raise FileNotFoundError(f"{src}: no such folder or file list")
+    if not files:
+        raise ValueError(f"{src}: lists no shape files")
+    return files
+
+
+# ---------------------------------------------------------------------------------- dataset
+
+def _torch():
+    import torch
+    return torch
+
+
+class OpenShapeTriplets:
+    """A torch Dataset over OpenShape per-shape files, reading one file per item.
+
+    Item ``i`` -> dict with ``points`` (num_points, 6) float32 tensor (subsampled and augmented),
+    ``image_feat`` (D,) of a random view (or, with ``thumbnail_prob``, the thumbnail),
+    ``text_feat`` (D,) of a random text entry (zeros when the shape has none), ``has_text``
+    bool, ``index`` and ``name``. The randomness of item ``i`` depends only on
+    (seed, epoch, i), so results do not depend on the number of DataLoader workers; call
+    :meth:`set_epoch` each epoch for fresh draws. ``augment=False`` gives the evaluation
+    transform (swap + normalize only, fixed first view, first text entry).
+    """
+
+    def __init__(self, src, num_points: int = 10000, augment: bool = True, up_swap: bool = True,
+                 normalize: bool = True, rotate: bool = True, rgb_drop_prob: float = 0.5,
+                 rgb_drop_value: float = 0.4, thumbnail_prob: float = 0.0,
+                 text_version: str = "prompt_avg", seed: int = 0):
+        if text_version not in TEXT_VERSIONS:
+            raise ValueError(f"text_version must be one of {TEXT_VERSIONS}, got {text_version!r}")
+        if int(num_points) < 1:
+            raise ValueError(f"num_points must be >= 1, got {num_points}")
+        for n, p in (("rgb_drop_prob", rgb_drop_prob), ("thumbnail_prob", thumbnail_prob)):
+            if not 0.0 <= float(p) <= 1.0:
+                raise ValueError(f"{n} must lie in [0, 1], got {p}")
+        self.files = list_openshape_files(src)
+        self.num_points = int(num_points)
+        self.augment = augment
+        self.transform = dict(up_swap=up_swap, normalize=normalize, rotate=rotate and augment,
+                              rgb_drop_prob=rgb_drop_prob if augment else 0.0,
+                              rgb_drop_value=rgb_drop_value)
+        self.thumbnail_prob = float(thumbnail_prob) if augment else 0.0
+        self.text_version = text_version
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch, int(index)))
+
+    def __getitem__(self, index: int) -> dict:
+        rec = read_openshape_npy(self.files[index], self.text_version)
+        return make_item(rec.xyz, rec.rgb, rec.image_feat, rec.thumbnail_feat, rec.text_feats,
+                         index, rec.name, self.rng(index), self.num_points, self.augment,
+                         self.transform, self.thumbnail_prob)
+
+
+def make_item(xyz, rgb, image_feat, thumbnail_feat, text_feats, index: int, name: str,
+              rng: np.random.Generator, num_points: int, augment: bool, transform: dict,
+              thumbnail_prob: float) -> dict:
+    """One training item from arrays (shared by the per-file and the packed datasets).
+
+    ``text_feats`` (T, D) holds only the shape's real entries (T may be 0).
+    """
+    torch = _torch()
+    n = xyz.shape[0]
+    if augment or n != num_points:
+        sel = subsample(n, num_points, rng) if augment else (
+            np.arange(num_points) if n >= num_points else subsample(n, num_points, rng))
+        xyz, rgb = xyz[sel], rgb[sel]
+    pts = augment_points(np.asarray(xyz, np.float32), np.asarray(rgb, np.float32), rng,
+                         **transform)
+    if augment and thumbnail_feat is not None and rng.random() < thumbnail_prob:
+        img = thumbnail_feat
+    else:
+        img = image_feat[rng.integers(len(image_feat)) if augment else 0]
+    dim = image_feat.shape[-1]
+    has_text = len(text_feats) > 0
+    if has_text:
+        txt = text_feats[rng.integers(len(text_feats)) if augment else 0]
+    else:
+        txt = np.zeros(dim, np.float32)
+    return {"points": torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)),
+            "image_feat": torch.from_numpy(np.asarray(img, dtype=np.float32).copy()),
+            "text_feat": torch.from_numpy(np.asarray(txt, dtype=np.float32).copy()),
+            "has_text": torch.tensor(bool(has_text)),
+            "index": int(index), "name": name}
+
+
+def default_collate(items: Sequence[dict]) -> dict:
+    """Stack a list of items into a batch (``torch.utils.data.default_collate`` does the same;
+    kept here so the batch layout is documented in one place)."""
+    torch = _torch()
+    return {"points": torch.stack([it["points"] for it in items]),
+            "image_feat": torch.stack([it["image_feat"] for it in items]),
+            "text_feat": torch.stack([it["text_feat"] for it in items]),
+            "has_text": torch.stack([it["has_text"] for it in items]),
+            "index": torch.tensor([it["index"] for it in items]),
+            "name": [it["name"] for it in items]}

@@ -1,0 +1,122 @@
+"""Encoders: shapes, sizes, gradients, invariances and input errors."""
+
+import pytest
+import torch
+
+from mmmixlab.encoders import ENCODER_NAMES, PointBERTConfig, count_parameters, create_point_encoder
+
+# Small Point-BERT overrides so CPU tests stay fast; the architecture is the same.
+SMALL = {"pointbert": {"num_groups": 16, "group_size": 16, "depth": 1},
+         "pointbert-tiny": {"num_groups": 16, "group_size": 16},
+         "pointnet": {}}
+
+
+def _clouds(b, n, c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xyz = torch.rand(b, n, 3, generator=g) * 2 - 1
+    rgb = torch.rand(b, n, 3, generator=g)
+    return torch.cat([xyz, rgb], -1)[..., :c]
+
+
+@pytest.mark.parametrize("name", ENCODER_NAMES)
+@pytest.mark.parametrize("c", [3, 6])
+def test_output_shape_and_gradients(name, c):
+    torch.manual_seed(0)
+    enc = create_point_encoder(name, out_dim=24, in_channels=c, **SMALL[name])
+    out = enc(_clouds(2, 1024, c))
+    assert out.shape == (2, 24) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    missing = [n for n, p in enc.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+def test_pointbert_paper_size():
+    enc = create_point_encoder("pointbert", out_dim=1280)
+    assert 28e6 <= count_parameters(enc) <= 36e6
+    cfg = enc.config
+    assert (cfg.num_groups, cfg.group_size, cfg.radius, cfg.trans_dim, cfg.depth,
+            cfg.num_heads) == (384, 64, 0.2, 512, 12, 8)
+
+
+def test_tiny_preset():
+    cfg = create_point_encoder("pointbert-tiny", out_dim=8).config
+    assert (cfg.num_groups, cfg.group_size, cfg.trans_dim, cfg.depth, cfg.num_heads) == \
+        (64, 32, 128, 2, 4)
+
+
+def test_deterministic_given_seed():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        enc = create_point_encoder("pointbert-tiny", out_dim=16, **SMALL["pointbert-tiny"])
+        outs.append(enc.eval()(_clouds(2, 300, 6)))
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("grouping", ["ball", "knn"])
+def test_pointbert_batch_equals_single(grouping):
+    torch.manual_seed(0)
+    enc = create_point_encoder("pointbert-tiny", out_dim=16, grouping=grouping,
+                               **SMALL["pointbert-tiny"]).eval()
+    x = _clouds(3, 400, 6, seed=1)
+    with torch.no_grad():
+        batch = enc(x)
+        single = torch.cat([enc(x[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(batch, single, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(batch[0], batch[1])  # the clouds are really encoded separately
+
+
+def test_pointnet_permutation_invariant():
+    torch.manual_seed(0)
+    enc = create_point_encoder("pointnet", out_dim=16).eval()
+    x = _clouds(2, 500, 6)
+    perm = torch.randperm(500)
+    with torch.no_grad():
+        assert torch.equal(enc(x), enc(x[:, perm]))  # max-pool: exact
+
+
+@pytest.mark.parametrize("name", ENCODER_NAMES)
+def test_batch_of_one_trains(name):
+    enc = create_point_encoder(name, out_dim=8, **SMALL[name]).train()
+    enc(_clouds(1, 256, 6)).sum().backward()
+
+
+def test_works_after_to_device():
+    enc = create_point_encoder("pointbert-tiny", out_dim=8, **SMALL["pointbert-tiny"])
+    enc = enc.to(torch.device("cpu"), torch.float64)
+    assert enc(_clouds(2, 128, 6).double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ENCODER_NAMES)
+def test_input_errors(name):
+    enc = create_point_encoder(name, out_dim=8, in_channels=6, **SMALL[name])
+    with pytest.raises(ValueError, match="channels"):
+        enc(_clouds(2, 128, 3))
+    bad = _clouds(2, 128, 6)
+    bad[0, 5, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        enc(bad)
+    with pytest.raises(ValueError, match="empty"):
+        enc(torch.zeros(2, 0, 6))
+
+
+def test_too_few_points():
+    enc = create_point_encoder("pointbert-tiny", out_dim=8)  # 64 groups
+    with pytest.raises(ValueError, match="at least 64 points.*got 63"):
+        enc(_clouds(1, 63, 6))
+    knn_enc = create_point_encoder("pointbert-tiny", out_dim=8, num_groups=8, grouping="knn")
+    with pytest.raises(ValueError, match="at least 32 points"):
+        knn_enc(_clouds(1, 20, 6))
+
+
+def test_factory_errors():
+    with pytest.raises(ValueError, match="pointnet"):
+        create_point_encoder("pointtransformer", out_dim=8)
+    with pytest.raises(ValueError, match="num_groups"):  # lists the valid options
+        create_point_encoder("pointbert", out_dim=8, num_group=10)
+    with pytest.raises(ValueError, match="in_channels"):
+        create_point_encoder("pointnet", out_dim=8, in_channels=4)
+    with pytest.raises(ValueError, match="grouping"):
+        create_point_encoder("pointbert-tiny", out_dim=8, grouping="radius")
+    with pytest.raises(ValueError, match="divisible"):
+        PointBERTConfig(trans_dim=100, num_heads=8)

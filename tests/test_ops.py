@@ -1,0 +1,191 @@
+"""Point-cloud ops against independent answers: open3d's FPS, brute-force numpy, cKDTree."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from mmmixlab import ops
+from mmmixlab.ops import (
+    ball_query,
+    farthest_point_sample,
+    farthest_point_sample_reference,
+    group,
+    index_points,
+    knn,
+)
+
+FPS_IMPLS = [pytest.param(farthest_point_sample, id="dispatch"),
+             pytest.param(farthest_point_sample_reference, id="torch-reference")]
+
+
+def _o3d_fps_points(x: np.ndarray, m: int, start: int) -> np.ndarray:
+    o3d = pytest.importorskip("open3d")
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(x.astype(np.float64)))
+    return np.asarray(pc.farthest_point_down_sample(m, start).points)
+
+
+def test_numba_path_is_taken_on_cpu():
+    # Without numba the "dispatch" cases below would only re-test the reference.
+    assert ops.HAVE_NUMBA
+
+
+@pytest.mark.parametrize("fps", FPS_IMPLS)
+@pytest.mark.parametrize("n,m,start,seed", [(1000, 256, 0, 0), (1000, 256, 731, 1),
+                                            (2000, 512, 0, 2), (2000, 512, 1999, 3),
+                                            (300, 300, 5, 4)])
+def test_fps_matches_open3d(fps, n, m, start, seed):
+    x = np.random.default_rng(seed).standard_normal((n, 3)).astype(np.float32)
+    idx = fps(torch.from_numpy(x)[None], m, start)[0].numpy()
+    assert idx.shape == (m,) and idx[0] == start
+    assert len(np.unique(idx)) == m
+    # open3d returns the picked points in index order, so compare against the sorted picks.
+    np.testing.assert_array_equal(_o3d_fps_points(x, m, start),
+                                  x.astype(np.float64)[np.sort(idx)])
+
+
+@pytest.mark.parametrize("fps", FPS_IMPLS)
+def test_fps_pick_order_matches_open3d_prefixes(fps):
+    # open3d does not expose the order; the m-th pick is what m samples add over m-1 samples.
+    x = np.random.default_rng(5).uniform(-1, 1, (120, 3))
+    idx = fps(torch.from_numpy(x)[None], 25, 7)[0].numpy()
+    prev = set()
+    for m in range(1, 26):
+        cur = {tuple(p) for p in _o3d_fps_points(x, m, 7)}
+        (new,) = cur - prev
+        assert new == tuple(x[idx[m - 1]])
+        prev = cur
+
+
+def test_fps_numba_and_reference_agree_batched_with_tensor_start():
+    x = torch.rand(5, 700, 3, dtype=torch.float64) * 2 - 1
+    start = torch.tensor([0, 5, 699, 123, 42])
+    a = farthest_point_sample(x, 96, start)
+    b = farthest_point_sample_reference(x, 96, start)
+    assert a.dtype == torch.int64 and a.shape == (5, 96)
+    assert torch.equal(a, b)
+    for i in range(5):  # batched == one cloud at a time
+        assert torch.equal(a[i], farthest_point_sample(x[i:i + 1], 96, int(start[i]))[0])
+
+
+@pytest.mark.parametrize("fps", FPS_IMPLS)
+def test_fps_hand_cases(fps):
+    line = torch.tensor([[[0.3, 0, 0], [0.0, 0, 0], [1.0, 0, 0], [0.6, 0, 0], [0.5, 0, 0]]])
+    # from 0.3: the far end (1.0); then 0.0 and 0.6 tie at distance 0.3 and the lower index
+    # (0.0) wins; then 0.6, farther from {0.3, 1.0, 0.0} than 0.5 is
+    assert fps(line, 4, 0)[0].tolist() == [0, 2, 1, 3]
+    # ties go to the lowest index: from 0, points 1 and 2 are equally far
+    sym = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [-1.0, 0, 0]]])
+    assert fps(sym, 2, 0)[0].tolist() == [0, 1]
+    # fewer distinct points than samples: open3d repeats its last pick
+    dup = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [0.0, 0, 0], [1.0, 0, 0]]])
+    assert fps(dup, 4, 0)[0].tolist() == [0, 1, 1, 1]
+    assert fps(line, 1, 3)[0].tolist() == [3]
+
+
+@pytest.mark.parametrize("fps", FPS_IMPLS)
+def test_fps_validation(fps):
+    x = torch.rand(2, 10, 3)
+    bad = x.clone()
+    bad[1, 3, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fps(bad, 4)
+    with pytest.raises(ValueError, match="shape"):
+        fps(torch.rand(10, 3), 4)
+    with pytest.raises(ValueError, match="channels"):
+        fps(torch.rand(2, 10, 6), 4)
+    with pytest.raises(ValueError, match=r"N=10.*got 11"):
+        fps(x, 11)
+    with pytest.raises(ValueError, match="num_samples"):
+        fps(x, 0)
+    with pytest.raises(ValueError, match="start_index"):
+        fps(x, 4, 10)
+    with pytest.raises(ValueError, match="start_index"):
+        fps(x, 4, torch.tensor([0, -1]))
+    with pytest.raises(ValueError, match="start_index"):
+        fps(x, 4, torch.tensor([0, 1, 2]))
+
+
+def _brute_knn(q, p, k):
+    d = ((q[:, None, :] - p[None, :, :]) ** 2).sum(-1)
+    order = np.lexsort((np.broadcast_to(np.arange(len(p)), d.shape), d), axis=-1)[:, :k]
+    return np.take_along_axis(d, order, -1), order
+
+
+def test_knn_matches_kdtree():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(-1, 1, (3, 500, 3))
+    q = rng.uniform(-1, 1, (3, 40, 3))
+    d, idx = knn(torch.from_numpy(q), torch.from_numpy(p), 16)
+    assert d.shape == idx.shape == (3, 40, 16) and idx.dtype == torch.int64
+    for b in range(3):
+        dd, ii = cKDTree(p[b]).query(q[b], k=16)
+        np.testing.assert_array_equal(idx[b].numpy(), ii)
+        np.testing.assert_allclose(d[b].numpy(), dd ** 2, rtol=1e-12, atol=1e-14)
+
+
+def test_knn_ties_and_chunking(monkeypatch):
+    # integer grid: many exactly equal distances; tie rule is (distance, index)
+    rng = np.random.default_rng(1)
+    p = rng.integers(0, 4, (2, 60, 3)).astype(np.float32)
+    q = rng.integers(0, 4, (2, 9, 3)).astype(np.float32)
+    monkeypatch.setattr(ops, "_CHUNK_ELEMENTS", 2 * 60 * 2)  # force several query chunks
+    d, idx = knn(torch.from_numpy(q), torch.from_numpy(p), 7)
+    for b in range(2):
+        bd, bi = _brute_knn(q[b], p[b], 7)
+        np.testing.assert_array_equal(idx[b].numpy(), bi)
+        np.testing.assert_array_equal(d[b].numpy(), bd)
+    with pytest.raises(ValueError, match="k=61"):
+        knn(torch.from_numpy(q), torch.from_numpy(p), 61)
+
+
+def _brute_ball(q, p, r, k):
+    out = np.empty((len(q), k), np.int64)
+    for i, c in enumerate(q):
+        d = ((p - c) ** 2).sum(-1)
+        found = [j for j in range(len(p)) if d[j] < r * r][:k]
+        if not found:
+            found = [int(np.argmin(d))]
+        out[i] = found + [found[0]] * (k - len(found))
+    return out
+
+
+@pytest.mark.parametrize("k", [8, 40])
+def test_ball_query_matches_brute_force(k):
+    rng = np.random.default_rng(2)
+    p = rng.uniform(-1, 1, (2, 300, 3)).astype(np.float32)
+    # queries: some cloud points (never empty), some far away (no neighbour -> nearest point)
+    q = np.concatenate([p[:, :20], rng.uniform(-3, 3, (2, 10, 3)).astype(np.float32)], 1)
+    q[:, -1] = 5.0
+    idx = ball_query(torch.from_numpy(q), torch.from_numpy(p), 0.3, k)
+    assert idx.shape == (2, 30, k)
+    for b in range(2):
+        d = ((q[b][:, None] - p[b][None]) ** 2).sum(-1)
+        np.testing.assert_array_equal(idx[b].numpy(), _brute_ball(q[b], p[b], 0.3, k))
+    # the padding and no-neighbour rules were exercised, not just the full case
+    counts = (d < 0.09).sum(-1)
+    assert (counts == 0).any() and ((counts > 0) & (counts < k)).any()
+
+
+def test_ball_query_k_larger_than_n():
+    p = torch.tensor([[[0.0, 0, 0], [0.1, 0, 0], [2.0, 0, 0]]])
+    q = torch.tensor([[[0.0, 0, 0], [3.0, 0, 0]]])
+    assert ball_query(q, p, 0.5, 5)[0].tolist() == [[0, 1, 0, 0, 0], [2, 2, 2, 2, 2]]
+
+
+def test_index_points_and_group():
+    pts = torch.arange(2 * 5 * 6, dtype=torch.float32).view(2, 5, 6)
+    idx = torch.tensor([[[0, 4], [1, 1], [2, 3]], [[4, 4], [0, 1], [3, 2]]])
+    g = index_points(pts, idx)
+    assert g.shape == (2, 3, 2, 6)
+    assert torch.equal(g[1, 2, 0], pts[1, 3])
+    centers = torch.randn(2, 3, 3)
+    rel = group(pts, centers, idx)
+    assert rel.shape == (2, 3, 2, 6)
+    assert torch.allclose(rel[..., :3], g[..., :3] - centers[:, :, None])
+    assert torch.equal(rel[..., 3:], g[..., 3:])  # rgb untouched
+    assert group(pts[..., :3], centers, idx).shape == (2, 3, 2, 3)
+    # gradients flow through the gather
+    x = torch.randn(1, 5, 3, requires_grad=True)
+    index_points(x, torch.tensor([[1, 1, 3]])).sum().backward()
+    assert x.grad[0, :, 0].tolist() == [0, 2, 0, 1, 0]

@@ -226,6 +226,15 @@ class Trainer:
             return total, {"loss": total, **terms}
         raise AssertionError(phase.name)
 
+    def compute_loss(self, phase_name: str, batch: Batch) -> tuple[torch.Tensor, dict]:
+        """The loss of one batch in the named phase (no optimizer step); for benchmarks and
+        notebooks that want to look inside a step."""
+        phase = next((p for p in self.phases if p.name == phase_name), None)
+        if phase is None:
+            raise ValueError(f"variant {self.cfg.train.variant!r} has no phase {phase_name!r}; "
+                             f"it has {[p.name for p in self.phases]}")
+        return self._phase_loss(phase, batch.to(self.device))
+
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self) -> Optional[Path]:
         return None if self.out_dir is None else self.out_dir / "checkpoints" / CHECKPOINT_NAME

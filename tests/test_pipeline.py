@@ -1,0 +1,128 @@
+"""End to end on a shrunken tiny world: data -> frozen encoders -> training -> metrics."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mmmixlab import pipeline
+from mmmixlab.cli import main
+from mmmixlab.config import preset
+
+SMALL = ["--set", "data.synth_train_per_class=5", "--set", "data.synth_test_per_class=3",
+         "--set", "data.synth_scan_per_class=3", "--set", "data.synth_points=512",
+         "--set", "data.num_points=256", "--set", "clip.tiny_steps=20",
+         "--set", "train.warmup_steps=0", "--epochs1", "1", "--epochs2", "1",
+         "--batch-size", "16", "--device", "cpu"]
+
+pytestmark = pytest.mark.slow
+
+
+def small_cfg(cache, **extra):
+    updates = {"data.synth_train_per_class": 5, "data.synth_test_per_class": 3,
+               "data.synth_scan_per_class": 3, "data.synth_points": 512,
+               "data.num_points": 256, "clip.tiny_steps": 20, "train.warmup_steps": 0,
+               "train.epochs_stage1": 1, "train.epochs_stage2": 1, "train.batch_size": 16,
+               "train.device": "cpu", "cache_dir": str(cache)}
+    updates.update(extra)
+    return preset("tiny").replace(**updates)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def get(d, dotted):
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
+def test_cli_train_writes_metrics_and_final(cache, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--variant", "mm-mixing", "--out", str(run), "--seed", "0",
+                 "--cache", str(cache)] + SMALL) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ["zero_shot.test.top1", "zero_shot.test.top3", "zero_shot.test.top5",
+                "zero_shot.scan.top1", "zero_shot.scan.top3", "zero_shot.scan.top5",
+                "linear_probe.test.accuracy", "linear_probe.scan.accuracy",
+                "retrieval.pc2pc.R@1", "retrieval.img2pc.R@5", "retrieval.text2pc.R@10",
+                "chance.test", "chance.scan"]:
+        value = get(metrics, key)
+        assert 0.0 <= value <= 1.0, key
+    assert metrics["num_classes"] == 16
+    assert metrics["chance"]["test"] == pytest.approx(1 / 16)
+    assert {"data", "clip", "features", "train", "eval"} <= set(metrics["seconds"])
+    assert metrics["config"]["train"]["variant"] == "mm-mixing"
+    assert get(metrics, "zero_shot.test.top1") <= get(metrics, "zero_shot.test.top3") <= get(
+        metrics, "zero_shot.test.top5")
+    state = torch.load(run / "final.pt", weights_only=False)
+    assert set(state["encoders"]) == {"A", "B"}
+
+    # eval reproduces the metrics from final.pt alone
+    assert main(["eval", "--run", str(run)]) == 0
+    again = json.loads((run / "metrics.json").read_text())
+    assert again["zero_shot"]["test"]["top1"] == pytest.approx(metrics["zero_shot"]["test"]["top1"])
+
+
+def test_world_and_features_are_cached(cache):
+    cfg = small_cfg(cache)
+    w1 = pipeline.prepare_world(cfg, progress=False)
+    w2 = pipeline.prepare_world(cfg, progress=False)
+    assert w1.key == w2.key and w1.clip.key == w2.clip.key
+    assert w2.seconds["clip"] < 5.0  # loaded from the cache, not pre-trained again
+    assert torch.equal(w1.features["test"].image, w2.features["test"].image)
+    assert set(w1.splits) == {"train", "test", "scan"}
+    scan = np.asarray(w1.splits["scan"].points)
+    assert np.allclose(scan[..., 3:], 0.4)  # colourless, like ScanObjectNN
+
+
+def test_frozen_encoders_carry_class_structure(cache):
+    world = pipeline.prepare_world(small_cfg(cache), progress=False)
+    q = pipeline.frozen_encoder_quality(world)
+    # even 20 pre-training steps put captions well above chance (1/16) against the prompts
+    assert q["caption_top1"] > 3 / 16
+
+
+def test_corrupt_feature_cache_is_reported(cache, tmp_path):
+    cfg = small_cfg(cache)
+    world = pipeline.prepare_world(cfg, progress=False)
+    path = cache / "features" / world.key / world.clip.key / "test.pt"
+    backup = path.read_bytes()
+    path.write_bytes(b"not a torch file")
+    try:
+        with pytest.raises(ValueError, match="test.pt"):
+            pipeline.prepare_world(cfg, progress=False)
+    finally:
+        path.write_bytes(backup)
+
+
+def test_cli_rejects_bad_input(cache, tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--cache", str(cache),
+                 "--set", "mix.beta=-1"] + SMALL) == 2
+    assert "beta" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "r"), "--encoder", "pointtransformer",
+                 "--cache", str(cache)] + SMALL) == 2
+    assert "pointtransformer" in capsys.readouterr().err
+    assert main(["eval", "--run", str(tmp_path / "missing")]) == 2
+    assert "final.pt" in capsys.readouterr().err
+    assert main(["ablate", "--variants", "baseline,mixup", "--out", str(tmp_path / "a"),
+                 "--cache", str(cache)] + SMALL) == 2
+    assert "mixup" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "nodata"),
+                 "--cache", str(cache)] + SMALL) == 2
+    assert "nodata" in capsys.readouterr().err
+
+
+def test_ablation_table(cache, tmp_path):
+    cfg = small_cfg(cache, **{"train.encoder": "pointnet"})
+    result = pipeline.ablate(cfg, ["baseline", "fm"], [0, 1], tmp_path / "abl",
+                             modality_sets=[("text",)])
+    assert set(result["summary"]) == {"baseline", "fm", "mm-mixing (T)"}
+    assert len(result["runs"]) == 6
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "| baseline |" in md and "±" in md
+    zs = [r["metrics"]["zs_test_top1"] for r in result["runs"] if r["row"] == "fm"]
+    assert result["summary"]["fm"]["zs_test_top1"]["mean"] == pytest.approx(np.mean(zs))

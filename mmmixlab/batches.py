@@ -36,8 +36,10 @@ class TripletBatches:
 
     def __init__(self, points, features: TripletFeatures, num_points: int = 1024,
                  in_channels: int = 6, batch_size: int = 64, augment: bool = True,
-                 rgb_dropout: float = 0.5, drop_last: bool = True):
-        points = torch.as_tensor(np.array(points, dtype=np.float32))
+                 rgb_dropout: float = 0.5, drop_last: bool = True, rank: int = 0,
+                 world_size: int = 1):
+        points = points.float() if isinstance(points, torch.Tensor) else torch.as_tensor(
+            np.array(points, dtype=np.float32))
         if points.dim() != 3 or points.shape[-1] != 6:
             raise ValueError(f"points must be (S, P, 6) xyz+rgb, got {tuple(points.shape)}")
         if points.shape[0] != len(features):
@@ -45,18 +47,21 @@ class TripletBatches:
         if num_points > points.shape[1]:
             raise ValueError(f"num_points={num_points} exceeds the {points.shape[1]} points "
                              "stored per shape")
-        if batch_size > points.shape[0]:
-            raise ValueError(f"batch_size={batch_size} exceeds the dataset size {points.shape[0]}")
+        if batch_size * world_size > points.shape[0]:
+            raise ValueError(f"batch_size={batch_size} x {world_size} rank(s) exceeds the dataset "
+                             f"size {points.shape[0]}")
         if not torch.isfinite(points).all():
             raise ValueError("training clouds contain NaN or inf")
         self.points, self.features = points, features
         self.num_points, self.in_channels = num_points, in_channels
         self.batch_size, self.augment, self.rgb_dropout = batch_size, augment, rgb_dropout
         self.drop_last = drop_last
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        n = self.points.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        """Batches per epoch (per rank)."""
+        n, step = self.points.shape[0], self.batch_size * self.world_size
+        return n // step if self.drop_last or self.world_size > 1 else math.ceil(n / step)
 
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         return torch.randperm(self.points.shape[0], generator=generator)

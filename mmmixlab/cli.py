@@ -108,6 +108,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="Table 5 rows for mm-mixing, e.g. T,T+I,T+P,T+I+P")
     p.add_argument("--out", required=True)
     _common(p, variant=False)
+
+    from .cli_data import add_subcommands
+    add_subcommands(sub)
     return parser
 
 
@@ -125,8 +128,10 @@ def _modality_sets(text: str):
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return _dispatch(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        from .cli_data import dispatch as dispatch_data
+        code = dispatch_data(args)
+        return _dispatch(args) if code is None else code
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"mmmixlab {args.command}: error: {err}", file=sys.stderr)
         return 2
 

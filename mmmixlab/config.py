@@ -105,6 +105,9 @@ class TrainConfig:
     checkpoint_every: int = 0     # steps; 0 = at the end of each epoch only
     eval_every: int = 0           # epochs; 0 = only at the end
     num_threads: int = 0          # torch CPU threads; 0 = leave torch's default
+    grad_cache_chunk: int = 0     # >0: gradient caching, encoder run in chunks of this size
+    deterministic: bool = False   # deterministic kernels (slower on GPU; CPU is already)
+    log_every: int = 1            # steps between log.jsonl lines (0 = epochs only)
 
 
 @dataclass

@@ -24,6 +24,7 @@ where both partners have a caption; rows without one still serve as negatives.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
 from .batches import Batch, TripletBatches
 from .config import RunConfig
 from .encoders import create_point_encoder
@@ -100,8 +102,16 @@ class TrainResult:
 
 
 class Trainer:
-    """Runs the phases of a variant; checkpoints after each epoch and every
-    ``checkpoint_every`` steps into ``out_dir/checkpoints/last.pt``."""
+    """Runs the phases of a variant.
+
+    Checkpoints (``out_dir/checkpoints/last.pt``, written atomically) after each epoch and every
+    ``checkpoint_every`` steps hold the encoders, optimizer, scheduler, AMP scaler, logit scales,
+    every RNG state and the position in the epoch, so ``fit(resume=True)`` continues a killed run
+    and ends with the same weights as an uninterrupted one. Per-step metrics go to
+    ``out_dir/log.jsonl`` (and TensorBoard when installed). Under ``torchrun`` the encoders are
+    wrapped in DDP and losses are computed on the global batch (see ``distributed``); only rank 0
+    writes files or shows progress.
+    """
 
     def __init__(self, cfg: RunConfig, batches: TripletBatches, embed_dim: int,
                  out_dir: Optional[os.PathLike] = None,
@@ -111,19 +121,38 @@ class Trainer:
         self.embed_dim = embed_dim
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.evaluate = evaluate
-        self.progress = progress
+        self.main = dist_utils.is_main_process()
+        self.progress = progress and self.main
         tc = cfg.train
+        if tc.deterministic:
+            enable_determinism()
         self.device = resolve_device(tc.device)
+        if self.device.type == "cuda" and self.device.index is None and dist_utils.is_distributed():
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.amp_dtype = autocast_dtype(tc.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
         self.phases = plan_phases(tc.variant, tc.epochs_stage1, tc.epochs_stage2)
         if sum(p.epochs for p in self.phases) < 1:
             raise ValueError("the run has zero epochs: set epochs_stage1/epochs_stage2")
+        if len(batches) < 1:
+            raise ValueError("the training set is smaller than one (global) batch")
         torch.manual_seed(tc.seed)
         names = sorted({n for p in self.phases for n in p.trains})
         self.encoders = {n: self._new_encoder() for n in names}
         self.logit_scales = {n: LogitScale(tc.init_temperature).to(self.device) for n in names}
+        self.forward_modules = dict(self.encoders)
+        if dist_utils.world_size() > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_modules = {n: DDP(e, device_ids=ids) for n, e in self.encoders.items()}
+        # Shared stream: epoch order, identical on every rank. Local stream: subsampling,
+        # augmentation and mixing, different per rank.
         self.generator = torch.Generator().manual_seed(tc.seed)
+        self.local_generator = torch.Generator().manual_seed(
+            tc.seed * 1_000_003 + 7919 * (dist_utils.rank() + 1))
         self.history: list = []
+        self._log = None
 
     def _new_encoder(self) -> nn.Module:
         tc = self.cfg.train
@@ -156,29 +185,39 @@ class Trainer:
 
     # -- losses -------------------------------------------------------------------------------
     def _encode(self, name: str, points: torch.Tensor) -> torch.Tensor:
-        feats = self.encoders[name](points).float()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                            enabled=self.amp_dtype is not None):
+            feats = self.forward_modules[name](points)
+        feats = feats.float()
         return F.normalize(feats, dim=-1) if self.cfg.mix.normalize_before_mix else feats
 
     def _mixing(self, b: int):
-        mc, g = self.cfg.mix, self.generator
+        mc, g = self.cfg.mix, self.local_generator
         partner = pair_indices(b, mc.pairing, generator=g)
         lam = sample_lambda(mc.beta, b, generator=g)
         if float(torch.rand((), generator=g)) >= mc.mix_prob:
             lam = torch.ones(b)  # this batch is left unmixed
         return partner.to(self.device), lam.to(self.device)
 
-    def _phase_loss(self, phase: Phase, batch: Batch) -> tuple[torch.Tensor, dict]:
+    def _plan(self, phase: Phase, batch: Batch):
+        """The inputs each trained encoder sees in this step, and the loss as a function of
+        their features. Split this way so gradient caching can run the encoders in chunks.
+
+        Pairs are formed within each rank's batch (mixing needs no cross-rank exchange of
+        clouds); the mixed features are then gathered so every loss is over the global batch.
+        """
         mc = self.cfg.mix
         b = batch.points.shape[0]
         img, txt, valid = batch.image, batch.text, batch.text_valid
-        s1_mods = tuple(m for m in mc.modalities if m in ("image", "text")) or ("image",)
-        terms = {}
+        s1 = tuple(m for m in mc.modalities if m in ("image", "text")) or ("image",)
+        G = dist_utils.gather
 
         if phase.name == "baseline":
-            f = self._encode("A", batch.points)
-            scale = self.logit_scales["A"]()
-            loss = stage1_loss(f, img, txt, scale, s1_mods, valid)
-            return loss, {"loss": loss}
+            def baseline_loss(f):
+                loss = stage1_loss(G(f["A"]), G(img), G(txt), self.logit_scales["A"](), s1,
+                                   G(valid))
+                return loss, {"loss": loss}
+            return {"A": batch.points}, baseline_loss
 
         partner, lam = self._mixing(b)
         mixed_valid = valid & valid[partner]
@@ -186,75 +225,112 @@ class Trainer:
         def mix(x, ratio):
             return feature_mix(x, x[partner], ratio)
 
+        inputs, lam_x, target_p = {}, lam, None
         if phase.name in ("stage1", "joint"):
-            f = self._encode("A", batch.points)
-            scale = self.logit_scales["A"]()
-            loss = stage1_loss(mix(f, lam), mix(img, lam), mix(txt, lam), scale, s1_mods,
-                               mixed_valid)
-            if mc.align_unmixed:
-                loss = 0.5 * (loss + stage1_loss(f, img, txt, scale, s1_mods, valid))
-            terms["loss_stage1"] = loss
-            if phase.name == "stage1":
-                return loss, {"loss": loss, **terms}
-            target_p = f.detach()
-
+            inputs["A"] = batch.points
         if phase.name in ("im", "stage2", "joint"):
-            encoder = "A" if phase.name == "im" else "B"
             im = input_mix(batch.points, batch.points[partner], lam, mc.input_variant,
-                           generator=self.generator)
-            both = torch.cat([im.points, batch.points]) if mc.align_unmixed else im.points
-            f_all = self._encode(encoder, both)
-            f_mixed = f_all[:b]
-            scale = self.logit_scales[encoder]()
-            lam_exact = im.lam
-            if phase.name == "im":
-                loss = stage1_loss(f_mixed, mix(img, lam_exact), mix(txt, lam_exact), scale,
-                                   s1_mods, mixed_valid)
-                if mc.align_unmixed:
-                    loss = 0.5 * (loss + stage1_loss(f_all[b:], img, txt, scale, s1_mods, valid))
-                return loss, {"loss": loss}
+                           generator=self.local_generator)
+            encoder = "A" if phase.name == "im" else "B"
+            inputs[encoder] = torch.cat([im.points, batch.points]) if mc.align_unmixed \
+                else im.points
+            lam_x = im.lam
             if phase.name == "stage2":
                 with torch.no_grad():
                     target_p = self._encode("A", batch.points)
-            loss2 = stage2_loss(f_mixed, mix(target_p, lam_exact), mix(img, lam_exact),
-                                mix(txt, lam_exact), scale, mc.modalities, mixed_valid)
+
+        def aligned(loss_fn, anchor_mixed, anchor_plain, targets, ratio, scale, mods):
+            """Mixed alignment (targets feature-mixed with ``ratio``), plus the unmixed
+            alignment averaged in when ``align_unmixed``."""
+            mixed = [G(mix(t, ratio)) for t in targets]
+            loss = loss_fn(G(anchor_mixed), *mixed, scale, mods, G(mixed_valid))
             if mc.align_unmixed:
-                loss2 = 0.5 * (loss2 + stage2_loss(f_all[b:], target_p, img, txt, scale,
-                                                   mc.modalities, valid))
-            terms["loss_stage2"] = loss2
-            total = loss2 if phase.name == "stage2" else terms["loss_stage1"] + loss2
-            return total, {"loss": total, **terms}
-        raise AssertionError(phase.name)
+                plain = [G(t) for t in targets]
+                loss = 0.5 * (loss + loss_fn(G(anchor_plain), *plain, scale, mods, G(valid)))
+            return loss
+
+        def step_loss(f):
+            terms = {}
+            if phase.name in ("stage1", "joint"):
+                fa = f["A"]
+                terms["loss_stage1"] = aligned(stage1_loss, mix(fa, lam), fa, [img, txt], lam,
+                                               self.logit_scales["A"](), s1)
+            if phase.name == "im":
+                fa = f["A"]
+                terms["loss_im"] = aligned(stage1_loss, fa[:b], fa[b:], [img, txt], lam_x,
+                                           self.logit_scales["A"](), s1)
+            if phase.name in ("stage2", "joint"):
+                fb = f["B"]
+                tp = f["A"].detach() if phase.name == "joint" else target_p
+                terms["loss_stage2"] = aligned(stage2_loss, fb[:b], fb[b:], [tp, img, txt],
+                                               lam_x, self.logit_scales["B"](), mc.modalities)
+            loss = sum(terms.values())
+            return loss, {"loss": loss, **terms}
+
+        return inputs, step_loss
 
     def compute_loss(self, phase_name: str, batch: Batch) -> tuple[torch.Tensor, dict]:
-        """The loss of one batch in the named phase (no optimizer step); for benchmarks and
-        notebooks that want to look inside a step."""
+        """The loss of one batch in the named phase (no backward, no optimizer step); for
+        benchmarks and notebooks that want to look inside a step."""
         phase = next((p for p in self.phases if p.name == phase_name), None)
         if phase is None:
             raise ValueError(f"variant {self.cfg.train.variant!r} has no phase {phase_name!r}; "
                              f"it has {[p.name for p in self.phases]}")
-        return self._phase_loss(phase, batch.to(self.device))
+        inputs, step_loss = self._plan(phase, batch.to(self.device))
+        return step_loss({n: self._encode(n, x) for n, x in inputs.items()})
+
+    def _forward_backward(self, phase: Phase, batch: Batch):
+        """Loss and gradients of one step; with ``grad_cache_chunk`` > 0 the encoders run in
+        chunks (gradient caching: features first without a graph, the loss's gradient with
+        respect to them, then each chunk re-encoded and back-propagated with its slice of that
+        gradient), which gives the same gradients as the whole batch with a chunk's memory."""
+        inputs, step_loss = self._plan(phase, batch)
+        chunk = self.cfg.train.grad_cache_chunk
+        if not chunk:
+            loss, terms = step_loss({n: self._encode(n, x) for n, x in inputs.items()})
+            self.scaler.scale(loss).backward()
+            return loss, terms
+        with torch.no_grad():
+            cached = {n: torch.cat([self._encode(n, c) for c in x.split(chunk)])
+                      for n, x in inputs.items()}
+        leaves = {n: f.detach().requires_grad_(True) for n, f in cached.items()}
+        loss, terms = step_loss(leaves)
+        self.scaler.scale(loss).backward()
+        for n, x in inputs.items():
+            grads = leaves[n].grad
+            pieces = list(zip(x.split(chunk), grads.split(chunk)))
+            module = self.forward_modules[n]
+            for i, (c, g) in enumerate(pieces):
+                sync = i == len(pieces) - 1 or not hasattr(module, "no_sync")
+                ctx = contextlib.nullcontext() if sync else module.no_sync()
+                with ctx:
+                    self._encode(n, c).backward(g)
+        return loss, terms
 
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self) -> Optional[Path]:
         return None if self.out_dir is None else self.out_dir / "checkpoints" / CHECKPOINT_NAME
 
-    def _save(self, phase_idx, epoch, step_in_epoch, order, opt, sched, global_step):
+    def _save(self, phase_idx, epoch, step_in_epoch, order, opt, sched, global_step,
+              partial=None):
+        local_states = dist_utils.gather_objects(self.local_generator.get_state())
         path = self._checkpoint_path()
-        if path is None:
+        if path is None or not self.main:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "config": self.cfg.to_dict(), "phase": phase_idx, "epoch": epoch,
             "step_in_epoch": step_in_epoch, "global_step": global_step, "order": order,
+            "partial_epoch": partial, "world_size": dist_utils.world_size(),
             "encoders": {n: e.state_dict() for n, e in self.encoders.items()},
             "logit_scales": {n: s.state_dict() for n, s in self.logit_scales.items()},
             # At a phase boundary the next phase starts a fresh optimizer over other params.
             "optimizer": opt.state_dict() if opt is not None else None,
             "scheduler": sched.state_dict() if sched is not None else None,
-            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
-            "history": self.history,
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(), "local_generators": local_states,
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(), "history": self.history,
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(state, tmp)
@@ -269,21 +345,66 @@ class Trainer:
         except Exception as err:
             raise ValueError(f"checkpoint {path} is corrupt or unreadable: {err}") from err
         saved = RunConfig.from_dict(state["config"]).to_dict()
-        mine = self.cfg.to_dict()
-        diff = _config_diff(saved, mine, ignore=("train.device", "train.num_threads",
-                                                 "train.checkpoint_every", "train.eval_every"))
+        diff = _config_diff(saved, self.cfg.to_dict(), ignore=RESUME_MAY_CHANGE)
         if diff:
             raise ValueError(f"refusing to resume from {path}: the config differs in {diff}")
+        if state.get("world_size", 1) != dist_utils.world_size():
+            raise ValueError(f"refusing to resume from {path}: it was written by "
+                             f"{state.get('world_size', 1)} rank(s), this run has "
+                             f"{dist_utils.world_size()} (the batch stream would differ)")
         for n, sd in state["encoders"].items():
             self.encoders[n].load_state_dict(sd)
         for n, sd in state["logit_scales"].items():
             self.logit_scales[n].load_state_dict(sd)
+        self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
+        self.local_generator.set_state(state["local_generators"][dist_utils.rank()])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
         self.history = state["history"]
         return state
+
+    # -- logging ------------------------------------------------------------------------------
+    def _open_log(self, resume_step: int):
+        """``log.jsonl`` (rank 0): on resume, lines after the checkpoint's step are dropped,
+        since those steps will be run again."""
+        if self.out_dir is None or not self.main:
+            return
+        path = self.out_dir / "log.jsonl"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if path.exists() and resume_step > 0:
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut short by the crash
+                if rec.get("step", 0) <= resume_step:
+                    kept.append(line)
+        path.write_text("".join(k + "\n" for k in kept))
+        self._log = open(path, "a", buffering=1)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=resume_step)
+        except Exception:  # tensorboard is optional
+            self._tb = None
+
+    def _write_log(self, record: dict):
+        if self._log is None:
+            return
+        self._log.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self._tb.add_scalar(f"{record.get('kind', 'step')}/{k}", v, record["step"])
+
+    def _close_log(self):
+        if self._log is not None:
+            self._log.close()
+            if self._tb is not None:
+                self._tb.close()
+            self._log = None
 
     # -- main loop ----------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_epoch: Optional[Callable[[dict], None]] = None
@@ -294,84 +415,116 @@ class Trainer:
         start = time.perf_counter()
         state = self._load() if resume else None
         global_step = state["global_step"] if state else 0
-        for phase_idx, phase in enumerate(self.phases):
-            if state and phase_idx < state["phase"]:
-                continue
-            for n in self.encoders:
-                self.encoders[n].train(n in phase.trains)
-                self.encoders[n].requires_grad_(n in phase.trains)
-                self.logit_scales[n].requires_grad_(n in phase.trains)
-            opt, sched = self._optimizer(phase)
-            first_epoch, skip = 0, 0
-            if state and phase_idx == state["phase"] and state["optimizer"] is not None:
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                first_epoch, skip = state["epoch"], state["step_in_epoch"]
-            for epoch in range(first_epoch, phase.epochs):
-                order = state["order"] if (state and skip) else self.batches.epoch_order(
-                    self.generator)
-                state = None
-                self._run_epoch(phase, phase_idx, epoch, order, skip, opt, sched, global_step,
-                                on_epoch)
-                global_step += len(self.batches) - skip
-                skip = 0
+        self._open_log(global_step)
+        try:
+            for phase_idx, phase in enumerate(self.phases):
+                if state and phase_idx < state["phase"]:
+                    continue
+                for n in self.encoders:
+                    self.encoders[n].train(n in phase.trains)
+                    self.encoders[n].requires_grad_(n in phase.trains)
+                    self.logit_scales[n].requires_grad_(n in phase.trains)
+                opt, sched = self._optimizer(phase)
+                first_epoch, skip, partial = 0, 0, None
+                if state and phase_idx == state["phase"]:
+                    if state["optimizer"] is not None:
+                        opt.load_state_dict(state["optimizer"])
+                        sched.load_state_dict(state["scheduler"])
+                    first_epoch, skip = state["epoch"], state["step_in_epoch"]
+                    partial = state.get("partial_epoch")
+                for epoch in range(first_epoch, phase.epochs):
+                    order = state["order"] if (state and skip) else self.batches.epoch_order(
+                        self.generator)
+                    state = None
+                    self._run_epoch(phase, phase_idx, epoch, order, skip, opt, sched,
+                                    global_step, on_epoch, partial)
+                    global_step += len(self.batches) - skip
+                    skip, partial = 0, None
+        finally:
+            self._close_log()
         for enc in self.encoders.values():
             enc.eval()
         seconds = time.perf_counter() - start
-        return TrainResult(self.encoders, self.logit_scales, self.history, seconds, self.embed_dim)
+        return TrainResult(self.encoders, self.logit_scales, self.history, seconds,
+                           self.embed_dim)
 
     def _run_epoch(self, phase, phase_idx, epoch, order, skip, opt, sched, global_step,
-                   on_epoch):
+                   on_epoch, partial=None):
         tc = self.cfg.train
-        sums: dict = {}
-        t0 = time.perf_counter()
-        bar = tqdm(self.batches.iterate(order, self.generator, start=skip),
+        sums: dict = dict((partial or {}).get("sums", {}))
+        seconds = (partial or {}).get("seconds", 0.0)
+        bar = tqdm(self.batches.iterate(order, self.local_generator, start=skip),
                    total=len(self.batches) - skip, disable=not self.progress, leave=False,
                    desc=f"{phase.name} {epoch + 1}/{phase.epochs}")
         step = skip
+        samples = self.batches.batch_size * dist_utils.world_size()
         for batch in bar:
+            t0 = time.perf_counter()
             batch = batch.to(self.device)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                enabled=self.amp_dtype is not None):
-                loss, terms = self._phase_loss(phase, batch)
+            opt.zero_grad(set_to_none=True)
+            loss, terms = self._forward_backward(phase, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()} at {phase.name} epoch "
                                          f"{epoch + 1} step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.unscale_(opt)
             params = [p for g in opt.param_groups for p in g["params"]]
             if tc.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            opt.step()
+            self.scaler.step(opt)
+            self.scaler.update()
             sched.step()
             step += 1
+            dt = time.perf_counter() - t0
+            seconds += dt
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            temp = self.logit_scales[phase.trains[-1]].temperature
-            bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{temp:.4f}")
-            if tc.checkpoint_every and (global_step + step - skip) % tc.checkpoint_every == 0 \
+            scale = self.logit_scales[phase.trains[-1]]
+            done = global_step + step - skip
+            if tc.log_every and done % tc.log_every == 0:
+                self._write_log({"kind": "step", "step": done, "phase": phase.name,
+                                 "epoch": epoch + 1, **{k: float(v.detach()) for k, v in terms.items()},
+                                 "logit_scale": float(scale().detach()),
+                                 "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt})
+            bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{scale.temperature:.4f}")
+            if tc.checkpoint_every and done % tc.checkpoint_every == 0 \
                     and step < len(self.batches):
-                self._save(phase_idx, epoch, step, order, opt, sched, global_step + step - skip)
-        n = max(step - skip, 1)
+                self._save(phase_idx, epoch, step, order, opt, sched, done,
+                           partial={"sums": sums, "seconds": seconds})
+        n = len(self.batches)
         record = {"phase": phase.name, "epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                   "temperature": self.logit_scales[phase.trains[-1]].temperature,
-                  "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+                  "lr": sched.get_last_lr()[0], "seconds": seconds}
         last_epoch = epoch + 1 == phase.epochs
-        if self.evaluate is not None and tc.eval_every and (
+        if self.evaluate is not None and self.main and tc.eval_every and (
                 (epoch + 1) % tc.eval_every == 0 or last_epoch):
             record.update(self.evaluate(self.encoders[phase.trains[-1]]))
             self.encoders[phase.trains[-1]].train()
         self.history.append(record)
+        done = global_step + len(self.batches) - skip
+        self._write_log({"kind": "epoch", "step": done, **record})
         if self.progress:
             tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                    for k, v in record.items()}))
         if on_epoch is not None:
             on_epoch(record)
-        done = global_step + len(self.batches) - skip
         if last_epoch:
             self._save(phase_idx + 1, 0, 0, None, None, None, done)
         else:
             self._save(phase_idx, epoch + 1, 0, None, opt, sched, done)
+
+
+# Settings that may change between a run and its resumption: where and how fast it runs, and
+# how often it writes, but nothing that changes the computation.
+RESUME_MAY_CHANGE = ("train.device", "train.num_threads", "train.checkpoint_every",
+                     "train.eval_every", "train.log_every")
+
+
+def enable_determinism() -> None:
+    """Deterministic kernels everywhere (errors where an op has none) and no cuDNN autotune."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def _config_diff(a: dict, b: dict, ignore=(), prefix="") -> list:
@@ -387,8 +540,10 @@ def _config_diff(a: dict, b: dict, ignore=(), prefix="") -> list:
     return out
 
 
-def save_final(result: TrainResult, cfg: RunConfig, path: os.PathLike) -> Path:
-    """All trained state dicts, logit scales and the config, written atomically."""
+def save_final(result: TrainResult, cfg: RunConfig, path: os.PathLike) -> Optional[Path]:
+    """All trained state dicts, logit scales and the config, written atomically (rank 0)."""
+    if not dist_utils.is_main_process():
+        return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -54,9 +54,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -194,8 +194,8 @@ class PointDataset:
     name: str
     split: str
     prompt_templates: list[str] = field(default_factory=lambda: list(ULIP_TEMPLATES))
-    names: Optional[list[str]] = None
-    normals: Optional[np.ndarray] = None
+    names: list[str] | None = None
+    normals: np.ndarray | None = None
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -258,8 +258,8 @@ def _normalize_batch(xyz: np.ndarray) -> np.ndarray:
     return (x / r[:, None, None]).astype(np.float32)
 
 
-def _finish_points(xyz: np.ndarray, rgb: Optional[np.ndarray], swap_yz: bool,
-                   normalize: bool, rgb_fill: Optional[float], where: str) -> np.ndarray:
+def _finish_points(xyz: np.ndarray, rgb: np.ndarray | None, swap_yz: bool,
+                   normalize: bool, rgb_fill: float | None, where: str) -> np.ndarray:
     xyz = np.ascontiguousarray(xyz, dtype=np.float32)
     if not np.isfinite(xyz).all():
         bad = np.flatnonzero(~np.isfinite(xyz).reshape(len(xyz), -1).all(1))
@@ -333,9 +333,9 @@ def _h5_arrays(path: Path, keys=("data", "label")) -> dict:
     if label.shape != (data.shape[0],):
         raise ValueError(f"{path}: 'label' has shape {label.shape} but 'data' holds "
                          f"{data.shape[0]} shapes")
-    if label.size and not np.issubdtype(label.dtype, np.integer):
-        if not np.all(np.mod(label, 1) == 0):
-            raise ValueError(f"{path}: 'label' holds non-integer values")
+    if label.size and not np.issubdtype(label.dtype, np.integer) \
+            and not np.all(np.mod(label, 1) == 0):
+        raise ValueError(f"{path}: 'label' holds non-integer values")
     return {"data": data[..., :3], "label": label.astype(np.int64)}
 
 
@@ -548,7 +548,7 @@ def _scan_file(root: Path, variant: str, split: str) -> Path:
                             + ", ".join(str(p) for p in options))
 
 
-def _openshape_scan_file(root: Path) -> Optional[Path]:
+def _openshape_scan_file(root: Path) -> Path | None:
     for p in (root / "xyz_label.npy", root / "scanobjectnn" / "xyz_label.npy",
               root / "meta_data" / "scanobjectnn" / "xyz_label.npy"):
         if p.is_file():
@@ -556,7 +556,7 @@ def _openshape_scan_file(root: Path) -> Optional[Path]:
     return None
 
 
-def _scanobjectnn(root: Path, split: str, variant: Optional[str], opts: dict) -> PointDataset:
+def _scanobjectnn(root: Path, split: str, variant: str | None, opts: dict) -> PointDataset:
     if variant is None:
         if _openshape_scan_file(root) is not None:
             variant = "openshape"
@@ -621,7 +621,7 @@ def _lvis_split_file(root: Path) -> Path:
                             f"lvis.json, split/lvis.json, meta_data/split/lvis.json)")
 
 
-def _resolve_data_path(data_path: str, bases: Sequence[Path]) -> Optional[Path]:
+def _resolve_data_path(data_path: str, bases: Sequence[Path]) -> Path | None:
     p = Path(data_path)
     if p.is_absolute() and p.is_file():
         return p
@@ -654,7 +654,8 @@ def _objaverse_lvis(root: Path, split: str, opts: dict) -> PointDataset:
     paths, cats, uids, missing = [], [], [], []
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
-            raise ValueError(f"{split_file}: entry {i} is not an object: {e!r:.100}")
+            raise ValueError(  # noqa: TRY004 (bad file content, not a bad argument)
+                f"{split_file}: entry {i} is not an object: {e!r:.100}")
         lack = [k for k in ("category", "data_path") if k not in e]
         if lack or ("uid" not in e and "id" not in e):
             raise ValueError(f"{split_file}: entry {i} lacks {lack or ['uid']}: {e!r:.150}")
@@ -674,11 +675,11 @@ def _objaverse_lvis(root: Path, split: str, opts: dict) -> PointDataset:
     labels = np.array([index[c] for c in cats], dtype=np.int64)
     num_points = opts["num_points"]
     if num_points is None:
-        num_points = read_openshape_npy(paths[0], texts=False).xyz.shape[0]
+        num_points = read_openshape_npy(paths[0], texts=False, features=False).xyz.shape[0]
     swap, norm, seed = opts["swap_yz"], opts["normalize"], opts["seed"]
 
     def load(i: int) -> np.ndarray:
-        rec = read_openshape_npy(paths[i], texts=False)
+        rec = read_openshape_npy(paths[i], texts=False, features=False)
         xyz, rgb = rec.xyz, rec.rgb
         if xyz.shape[0] != num_points:
             if xyz.shape[0] < num_points:
@@ -704,9 +705,9 @@ def _objaverse_lvis(root: Path, split: str, opts: dict) -> PointDataset:
 
 # ---------------------------------------------------------------------------------- entry point
 
-def load_benchmark(name: str, root, split: str = "test", variant: Optional[str] = None, *,
-                   num_points: Optional[int] = None, swap_yz: bool = True,
-                   normalize: bool = True, rgb_fill: Optional[float] = None,
+def load_benchmark(name: str, root, split: str = "test", variant: str | None = None, *,
+                   num_points: int | None = None, swap_yz: bool = True,
+                   normalize: bool = True, rgb_fill: float | None = None,
                    check_files: bool = True, seed: int = 0,
                    progress: bool = False) -> PointDataset:
     """Read an evaluation set from ``root`` in its on-disk format (see the module docstring).

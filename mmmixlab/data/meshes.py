@@ -46,15 +46,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import re
 import shutil
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -155,7 +154,7 @@ def read_captions(path) -> dict[str, list[str]]:
         elif isinstance(obj, list):
             for i, e in enumerate(obj):
                 if not isinstance(e, dict):
-                    raise ValueError(f"{path}: entry {i} is not an object")
+                    raise ValueError(f"{path}: entry {i} is not an object")  # noqa: TRY004
                 key = next((e[k] for k in ("file", "name", "path") if k in e), None)
                 caps = e.get("captions", e.get("caption"))
                 add(key, caps, f"entry {i}")
@@ -190,29 +189,29 @@ def _mtl_warnings(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return out
-    for lib in re.findall(r"^\s*mtllib\s+(.+?)\s*$", text, flags=re.M):
+    for lib in re.findall(r"^\s*mtllib\s+(.+?)\s*$", text, flags=re.MULTILINE):
         mtl = path.parent / lib
         if not mtl.is_file():
             out.append(f"material library {lib!r} not found: default colours used")
             continue
         mtext = mtl.read_text(encoding="utf-8", errors="replace")
-        for tex in re.findall(r"^\s*map_Kd\s+(?:-\S+\s+\S+\s+)*(.+?)\s*$", mtext, flags=re.M):
+        for tex in re.findall(r"^\s*map_Kd\s+(?:-\S+\s+\S+\s+)*(.+?)\s*$", mtext, flags=re.MULTILINE):
             if not (mtl.parent / tex).is_file():
                 out.append(f"texture {tex!r} (named in {lib}) not found: material colour used")
     return out
 
 
-def _to_rgb_image(img) -> Optional[np.ndarray]:
+def _to_rgb_image(img) -> np.ndarray | None:
     if img is None:
         return None
     try:
         arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except Exception:  # an unreadable texture: fall back to the material colour
+    except Exception:  # noqa: BLE001 (an unreadable texture: fall back to the material colour)
         return None
     return arr if arr.ndim == 3 and arr.shape[0] > 0 and arr.shape[1] > 0 else None
 
 
-def _color_of(c) -> Optional[np.ndarray]:
+def _color_of(c) -> np.ndarray | None:
     if c is None:
         return None
     raw = np.asarray(c)
@@ -311,7 +310,9 @@ def sample_mesh(path, num_points: int = 2048, seed: int = 0, up_axis: str = "y"
     log.setLevel(logging.WARNING)
     log.propagate = False
     try:
-        scene = trimesh.load(str(path), force="scene")
+        # process=False: trimesh's vertex merging hashes coordinates as int64 and collapses
+        # huge (1e15) or tiny (1e-12) meshes to one point; we clean vertices ourselves below
+        scene = trimesh.load(str(path), force="scene", process=False)
     except Exception as e:  # parsers raise anything from ValueError to struct.error
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise MeshError(f"could not parse: {type(e).__name__}: {msg}"[:300]) from e
@@ -362,7 +363,7 @@ def sample_mesh(path, num_points: int = 2048, seed: int = 0, up_axis: str = "y"
         raise MeshError("all vertices coincide (zero extent)")
 
     rng = np.random.default_rng(seed)
-    tris, owners = [], []
+    tris = []
     for k, (m, v, f, ok) in enumerate(parts):
         vn = (v - centre) / scale
         t = vn[f[ok]]
@@ -442,8 +443,21 @@ def _import_one(path: str, rel: str, num_points: int, views: int, image_size: in
         return "error", str(e)
     except MemoryError:
         return "error", "out of memory while reading the file"
-    except Exception as e:  # any other failure is still this file's, not the import's
+    except Exception as e:  # noqa: BLE001 (any failure is this file's, not the import's)
         return "error", f"{type(e).__name__}: {e}"[:300]
+
+
+def _pool_context():
+    """Workers start from a clean interpreter, never a fork of a parent that may hold threads
+    (torch, BLAS): ``forkserver`` where the OS has it (workers fork from one server that has
+    imported this module once, so a fresh pool starts in milliseconds), else ``spawn``."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["mmmixlab.data.meshes", "trimesh"])
+        return ctx
+    return mp.get_context("spawn")
 
 
 def _run_tasks(fn: Callable, tasks: list[tuple], workers: int
@@ -459,9 +473,7 @@ def _run_tasks(fn: Callable, tasks: list[tuple], workers: int
         for i, t in enumerate(tasks):
             yield i, fn(*t)
         return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # no fork of a parent that may hold threads (torch, BLAS)
+    ctx = _pool_context()
     remaining = set(range(len(tasks)))
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
@@ -478,8 +490,8 @@ def _run_tasks(fn: Callable, tasks: list[tuple], workers: int
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
                 res = ex.submit(fn, *tasks[i]).result()
         except BrokenProcessPool:
-            res = ("error", "the worker process died while reading this file (out of memory "
-                            "or a crash in the parser)")
+            res = ("error", ("the worker process died while reading this file (out of memory "
+                             "or a crash in the parser)"))
         yield i, res
 
 
@@ -503,6 +515,10 @@ def import_meshes(src, out, points: int = 2048, views: int = 2, image_size: int 
     if up_axis not in ("y", "z"):
         raise ValueError(f"up_axis must be 'y' or 'z', got {up_axis!r}")
     src, out = Path(src), Path(out)
+    if out.exists() and (not out.is_dir() or (not (out / "manifest.json").is_file()
+                                               and any(out.iterdir()))):
+        raise FileExistsError(f"{out} exists and is not a triplet dataset; refusing to "
+                              f"overwrite it (choose a new or empty folder)")
     files = find_meshes(src)
     cap_map = read_captions(captions) if captions is not None else {}
     rels = [f.relative_to(src) for f in files]
@@ -594,8 +610,8 @@ def import_meshes(src, out, points: int = 2048, views: int = 2, image_size: int 
 
 def summarize_report(report: dict) -> str:
     """A few lines for the terminal: counts, then every skipped file with its reason."""
-    lines = [f"imported {report['num_imported']} of {report['num_files']} mesh files into "
-             f"{report['out']} ({report['num_skipped']} skipped)"]
+    lines = [(f"imported {report['num_imported']} of {report['num_files']} mesh files into "
+              f"{report['out']} ({report['num_skipped']} skipped)")]
     for s in report["skipped"]:
         lines.append(f"  skipped {s['file']}: {s['reason']}")
     warned = [e for e in report["imported"] if e.get("warnings")]

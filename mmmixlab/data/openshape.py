@@ -35,16 +35,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
 __all__ = [
-    "OpenShapeRecord", "OpenShapeTriplets", "drop_rgb", "list_openshape_files",
-    "normalize_unit_sphere", "read_openshape_npy", "rotate_z", "subsample", "swap_yz",
+    "OpenShapeRecord",
+    "OpenShapeTriplets",
     "augment_points",
+    "drop_rgb",
+    "list_openshape_files",
+    "normalize_unit_sphere",
+    "read_openshape_npy",
+    "rotate_z",
+    "subsample",
+    "swap_yz",
 ]
 
 TEXT_VERSIONS = ("prompt_avg", "original")
@@ -133,12 +140,12 @@ class OpenShapeRecord:
     xyz: np.ndarray
     rgb: np.ndarray
     image_feat: np.ndarray
-    thumbnail_feat: Optional[np.ndarray] = None
+    thumbnail_feat: np.ndarray | None = None
     text_feats: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     texts: list = field(default_factory=list)
     text_sources: list = field(default_factory=list)
-    dataset: Optional[str] = None
-    group: Optional[str] = None
+    dataset: str | None = None
+    group: str | None = None
 
     @property
     def points(self) -> np.ndarray:
@@ -154,7 +161,7 @@ class OpenShapeRecord:
         return int(self.image_feat.shape[-1])
 
 
-def _feature(value, where: str, dim: Optional[int]) -> np.ndarray:
+def _feature(value, where: str, dim: int | None) -> np.ndarray:
     try:
         f = np.asarray(value, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError) as e:
@@ -181,7 +188,8 @@ def _load_dict(path: Path) -> dict:
                          f"{shape}")
     d = obj.item()
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(d).__name__}")
+        raise ValueError(  # noqa: TRY004 (bad file content, not a bad argument)
+            f"{path}: expected a pickled dict, got {type(d).__name__}")
     return d
 
 
@@ -333,9 +341,10 @@ class OpenShapeTriplets:
         self.files = list_openshape_files(src)
         self.num_points = int(num_points)
         self.augment = augment
-        self.transform = dict(up_swap=up_swap, normalize=normalize, rotate=rotate and augment,
-                              rgb_drop_prob=rgb_drop_prob if augment else 0.0,
-                              rgb_drop_value=rgb_drop_value)
+        self.transform = {"up_swap": up_swap, "normalize": normalize,
+                          "rotate": rotate and augment,
+                          "rgb_drop_prob": rgb_drop_prob if augment else 0.0,
+                          "rgb_drop_value": rgb_drop_value}
         self.thumbnail_prob = float(thumbnail_prob) if augment else 0.0
         self.text_version = text_version
         self.seed = int(seed)

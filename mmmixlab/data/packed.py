@@ -41,12 +41,10 @@ import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from .openshape import (TEXT_VERSIONS, list_openshape_files, make_item, read_openshape_npy,
-                        subsample)
+from .openshape import TEXT_VERSIONS, list_openshape_files, make_item, read_openshape_npy, subsample
 
 __all__ = ["FORMAT", "PackedTriplets", "pack_triplets"]
 
@@ -58,7 +56,7 @@ _DTYPES = {"float16": np.float16, "float32": np.float32}
 
 # ---------------------------------------------------------------------------------- writing
 
-def _read_one(path: str, index: int, text_version: str, num_points: Optional[int], seed: int):
+def _read_one(path: str, index: int, text_version: str, num_points: int | None, seed: int):
     """Worker: one file -> ("ok", arrays) or ("error", reason). Never raises."""
     try:
         rec = read_openshape_npy(path, text_version)
@@ -74,7 +72,7 @@ def _read_one(path: str, index: int, text_version: str, num_points: Optional[int
                       "dataset": rec.dataset, "group": rec.group}
     except (OSError, ValueError) as e:
         return "error", str(e)
-    except Exception as e:  # a corrupt pickle can raise anything; report, never crash the pack
+    except Exception as e:  # noqa: BLE001 (a corrupt pickle raises anything; report it)
         return "error", f"{type(e).__name__}: {e}"
 
 
@@ -107,11 +105,10 @@ def _shrink_npy(path: Path, rows: int) -> None:
                   else np.lib.format.write_array_header_2_0)
         writer(buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran,
                      "shape": (rows,) + tuple(shape[1:])})
-        header = buf.getvalue()
-        magic_len = 8  # magic string + version bytes
-        if magic_len + len(header) != offset:
+        header = buf.getvalue()  # magic string and version included
+        if len(header) != offset:
             return
-        f.seek(magic_len)
+        f.seek(0)
         f.write(header)
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         f.truncate(offset + rows * row_bytes)
@@ -158,7 +155,14 @@ def _iter_results(files, start: int, workers: int, args: tuple, window: int = 64
         for i in range(start, len(files)):
             yield (i, files[i]) + _read_one(str(files[i]), i, *args)
         return
-    with ProcessPoolExecutor(max_workers=workers) as ex:
+    import multiprocessing as mp
+
+    # never fork a parent that may hold threads (torch, BLAS): forkserver, else spawn
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["mmmixlab.data.packed"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
         pending = []
         nxt = start
         while nxt < len(files) or pending:
@@ -169,7 +173,7 @@ def _iter_results(files, start: int, workers: int, args: tuple, window: int = 64
             yield (i, files[i]) + fut.result()
 
 
-def pack_triplets(src, out_dir, *, num_points: Optional[int] = None,
+def pack_triplets(src, out_dir, *, num_points: int | None = None,
                   points_dtype: str = "float16", feat_dtype: str = "float16",
                   max_texts: int = 8, text_version: str = "prompt_avg",
                   on_error: str = "skip", workers: int = 1, checkpoint_every: int = 512,
@@ -235,7 +239,7 @@ def pack_triplets(src, out_dir, *, num_points: Optional[int] = None,
         lines = (partial / "index.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
         (partial / "index.jsonl").write_text("".join(ln + "\n" for ln in lines),
                                              encoding="utf-8")
-    index_f = open(partial / "index.jsonl", "a", encoding="utf-8")
+    index_f = open(partial / "index.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed below)
 
     def checkpoint():
         if arrays is not None:
@@ -347,7 +351,7 @@ class PackedTriplets:
     on (seed, epoch, index).
     """
 
-    def __init__(self, root, num_points: Optional[int] = None, augment: bool = True,
+    def __init__(self, root, num_points: int | None = None, augment: bool = True,
                  up_swap: bool = True, normalize: bool = True, rotate: bool = True,
                  rgb_drop_prob: float = 0.5, rgb_drop_value: float = 0.4,
                  thumbnail_prob: float = 0.0, seed: int = 0):
@@ -369,9 +373,10 @@ class PackedTriplets:
         self.manifest = man
         self.num_points = int(num_points or man["points_per_shape"])
         self.augment = augment
-        self.transform = dict(up_swap=up_swap, normalize=normalize, rotate=rotate and augment,
-                              rgb_drop_prob=rgb_drop_prob if augment else 0.0,
-                              rgb_drop_value=rgb_drop_value)
+        self.transform = {"up_swap": up_swap, "normalize": normalize,
+                          "rotate": rotate and augment,
+                          "rgb_drop_prob": rgb_drop_prob if augment else 0.0,
+                          "rgb_drop_value": rgb_drop_value}
         self.thumbnail_prob = float(thumbnail_prob) if augment else 0.0
         self.seed = int(seed)
         self.epoch = 0
@@ -459,16 +464,21 @@ class PackedTriplets:
                 "text_feats": np.asarray(m["text_feat"][index][mask], dtype=np.float32)}
 
     def read_batch(self, indices) -> dict:
-        """Raw arrays of many shapes at once (sorted reads; returned in the given order)."""
+        """Raw float32 arrays of many shapes at once: points (B, P, 6), image_feat (B, V, D),
+        text_feat (B, T, D) and text_mask (B, T), read in row order, returned in the given
+        order."""
         idx = np.asarray(indices, dtype=np.int64)
         order = np.argsort(idx, kind="stable")
         inv = np.empty_like(order)
         inv[order] = np.arange(len(order))
         m = self._open()
         srt = idx[order]
-        out = {k: np.asarray(m[k][srt])[inv] for k in ("points", "image_feat", "text_feat",
-                                                       "text_mask")}
-        out["points"] = out["points"].astype(np.float32)
+        out = {}
+        for k in ("points", "image_feat", "text_feat", "text_mask"):
+            block = m[k][srt]  # one pass over the file in row order
+            if block.dtype == np.float16:
+                block = block.astype(np.float32)
+            out[k] = block[inv] if not np.array_equal(order, np.arange(len(idx))) else block
         return out
 
     def __getitem__(self, index: int) -> dict:

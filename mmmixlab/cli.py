@@ -40,7 +40,9 @@ def build_config(args) -> RunConfig:
                       ("device", "train.device"), ("epochs1", "train.epochs_stage1"),
                       ("epochs2", "train.epochs_stage2"), ("encoder", "train.encoder"),
                       ("checkpoint_every", "train.checkpoint_every"),
-                      ("batch_size", "train.batch_size"), ("cache", "cache_dir")):
+                      ("batch_size", "train.batch_size"), ("cache", "cache_dir"),
+                      ("deterministic", "train.deterministic"),
+                      ("grad_cache_chunk", "train.grad_cache_chunk")):
         value = getattr(args, name, None)
         if value is not None:
             updates[key] = value
@@ -95,6 +97,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic kernels (torch.use_deterministic_algorithms)")
+    p.add_argument("--grad-cache-chunk", type=int,
+                   help="gradient caching: run the 3D encoder in chunks of this many clouds")
     _common(p)
 
     p = sub.add_parser("eval", help="evaluate a finished run's final.pt")
@@ -172,8 +178,12 @@ def _dispatch(args) -> int:
               f"{world.class_feats.shape[1]}")
         print(json.dumps(pipeline.frozen_encoder_quality(world), indent=2))
     elif args.command == "train":
+        from . import distributed as dist_utils
+        device = dist_utils.init_from_env(cfg.train.device)  # joins torchrun's group, if any
+        cfg = cfg.replace(**{"train.device": str(device)})
         metrics = pipeline.run(cfg, args.out, resume=args.resume)
-        print(pipeline.summarize(metrics))
+        if metrics:
+            print(pipeline.summarize(metrics))
     elif args.command == "ablate":
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         for v in variants:

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from . import distributed as dist_utils
 from .batches import TripletBatches
 from .clip import FrozenCLIP, TripletFeatures, cached_features, load_frozen_clip, resolve_cache_dir
 from .config import RunConfig
@@ -97,10 +98,12 @@ def prepare_world(cfg: RunConfig, progress: bool = True) -> World:
 def training_batches(cfg: RunConfig, world: World) -> TripletBatches:
     d = cfg.data
     train = world.splits["train"]
+    ranks = dist_utils.world_size()
     return TripletBatches(np.asarray(train.points), world.features["train"],
                           num_points=d.num_points, in_channels=d.in_channels,
-                          batch_size=min(cfg.train.batch_size, len(train)),
-                          augment=d.augment, rgb_dropout=d.rgb_dropout)
+                          batch_size=min(cfg.train.batch_size, len(train) // ranks),
+                          augment=d.augment, rgb_dropout=d.rgb_dropout,
+                          rank=dist_utils.rank(), world_size=ranks)
 
 
 def point_features(encoder, world: World, cfg: RunConfig) -> dict:
@@ -168,18 +171,32 @@ def frozen_encoder_quality(world: World) -> dict:
 
 def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
         world: Optional[World] = None) -> dict:
-    """Prepare, train, evaluate; write ``final.pt`` and ``metrics.json`` into ``out_dir``."""
+    """Prepare, train, evaluate; write ``final.pt`` and ``metrics.json`` into ``out_dir``.
+
+    Under ``torchrun`` every rank trains on its share of each global batch; rank 0 builds the
+    caches first (the others wait), and alone writes files and evaluates (others return {}).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(cfg.to_json())
-    world = world or prepare_world(cfg, progress=progress)
+    main = dist_utils.is_main_process()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(cfg.to_json())
+    if world is None:
+        if dist_utils.is_distributed() and not main:
+            torch.distributed.barrier()  # wait for rank 0 to build or load the caches
+        world = prepare_world(cfg, progress=progress and main)
+        if dist_utils.is_distributed() and main:
+            torch.distributed.barrier()
     result = train_variant(cfg, world, out_dir, resume=resume, progress=progress)
+    if not main:
+        return {}
     save_final(result, cfg, out_dir / "final.pt")
     t = time.perf_counter()
     metrics = evaluate_encoder(result.final_encoder, world, cfg)
     seconds = dict(world.seconds, train=result.seconds, eval=time.perf_counter() - t)
     metrics.update(seconds=seconds, frozen_encoders=frozen_encoder_quality(world),
-                   history=result.history, config=cfg.to_dict(), world=world.key)
+                   history=result.history, config=cfg.to_dict(), world=world.key,
+                   ranks=dist_utils.world_size())
     write_json(metrics, out_dir / "metrics.json")
     return metrics
 

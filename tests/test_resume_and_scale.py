@@ -135,3 +135,36 @@ def test_two_gloo_ranks_equal_one_process_on_the_whole_batch(tmp_path):
     assert single.keys() == ddp["grads"].keys()
     for name in single:
         torch.testing.assert_close(ddp["grads"][name], single[name], rtol=1e-4, atol=1e-6)
+
+
+def _trainer_rank(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    torch.set_num_threads(1)
+    from mmmixlab.train import Trainer, save_final
+    cfg = toy_cfg("mm-mixing", **{"train.batch_size": 4})
+    batches = toy_batches(batch_size=4, rank=rank, world_size=world)
+    trainer = Trainer(cfg, batches, embed_dim=16, out_dir=out_dir, progress=False)
+    result = trainer.fit()
+    save_final(result, cfg, Path(out_dir) / "final.pt")
+    # DDP keeps the replicas identical
+    flat = torch.cat([p.detach().flatten() for p in result.encoders["B"].parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    assert torch.equal(gathered[0], gathered[1])
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_trainer_runs_under_two_gloo_ranks(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_trainer_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "run")), nprocs=2,
+             join=True)
+    state = torch.load(tmp_path / "run" / "final.pt", weights_only=False)
+    assert set(state["encoders"]) == {"A", "B"}
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["world_size"] == 2 and len(ckpt["local_generators"]) == 2
+    # 24 shapes, 2 ranks x 4 per rank -> 3 global batches per epoch, 2 epochs
+    steps = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps if s["kind"] == "step"] == list(range(1, 7))

@@ -91,7 +91,7 @@ class TrainConfig:
     encoder_overrides: dict = field(default_factory=dict)
     epochs_stage1: int = 15
     epochs_stage2: int = 15
-    batch_size: int = 64
+    batch_size: int = 32          # tiny world: 20 steps per epoch; paper preset: 200
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 20

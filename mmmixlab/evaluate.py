@@ -85,17 +85,32 @@ def zero_shot(point_feats: torch.Tensor, class_feats: torch.Tensor, labels,
     return out
 
 
+def probe_classifier(C: float = 1.0, max_iter: int = 2000, seed: int = 0):
+    """One linear layer (multinomial logistic regression) on standardized features.
+
+    Standardizing matters: the features are unit vectors, whose per-dimension scale is about
+    1/sqrt(D), and an L2-penalized classifier on them underfits badly (measured on the tiny
+    world: 0.44 -> 0.69 cross-validated accuracy). The scaler is affine, so the probe stays a
+    single linear classifier.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(),
+                         LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+
+
 def linear_probe(train_feats, train_labels, eval_sets: dict, max_iter: int = 2000,
                  C: float = 1.0, seed: int = 0) -> dict:
-    """Fit one multinomial logistic-regression layer on frozen train features; report the
-    accuracy on each ``{name: (feats, labels)}`` eval set."""
-    from sklearn.linear_model import LogisticRegression
+    """Fit one linear classifier on frozen train features; report the accuracy on each
+    ``{name: (feats, labels)}`` eval set."""
 
     x = np.asarray(train_feats, dtype=np.float64)
     y = np.asarray(train_labels)
     if x.ndim != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(f"train features {x.shape} and labels {y.shape} do not match")
-    clf = LogisticRegression(max_iter=max_iter, C=C, random_state=seed)
+    clf = probe_classifier(C, max_iter, seed)
     clf.fit(x, y)
     out = {}
     for name, (feats, labels) in eval_sets.items():
@@ -111,7 +126,6 @@ def linear_probe_cv(feats, labels, folds: int = 5, max_iter: int = 2000, C: floa
                     seed: int = 0) -> dict:
     """Linear probe on a split without its own training set: stratified k-fold
     cross-validation, every sample predicted by a classifier that never saw it."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     x = np.asarray(feats, dtype=np.float64)
@@ -124,8 +138,7 @@ def linear_probe_cv(feats, labels, folds: int = 5, max_iter: int = 2000, C: floa
         raise ValueError(f"cross-validated linear probe needs >= 2 samples per class, got "
                          f"{smallest}")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    pred = cross_val_predict(LogisticRegression(max_iter=max_iter, C=C, random_state=seed),
-                             x, y, cv=cv)
+    pred = cross_val_predict(probe_classifier(C, max_iter, seed), x, y, cv=cv)
     return {"accuracy": float((pred == y).mean()), "folds": folds}
 
 

@@ -48,7 +48,10 @@ def test_linear_probe_matches_sklearn():
     feats, _, labels = data(seed=1)
     test_feats, _, test_labels = data(seed=1, n=60)
     out = linear_probe(feats[:100], labels[:100], {"test": (feats[100:], labels[100:])})
-    ref = LogisticRegression(max_iter=2000, random_state=0).fit(feats[:100].numpy(), labels[:100])
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    ref = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=0))
+    ref.fit(feats[:100].numpy(), labels[:100])
     assert out["test"]["accuracy"] == pytest.approx(
         accuracy_score(labels[100:], ref.predict(feats[100:].numpy())))
     with pytest.raises(ValueError, match="do not match"):
@@ -104,8 +107,10 @@ def test_linear_probe_cv_matches_sklearn_cross_validation():
     feats, _, labels = data(n=90, c=3, seed=2)
     out = linear_probe_cv(feats, labels, folds=5)
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-    scores = cross_val_score(LogisticRegression(max_iter=2000, random_state=0), feats.numpy(),
-                             labels, cv=cv)
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=0))
+    scores = cross_val_score(clf, feats.numpy(), labels, cv=cv)
     # equal-sized folds: the pooled accuracy is the mean of the fold accuracies
     assert out["accuracy"] == pytest.approx(scores.mean(), abs=0.02)
     with pytest.raises(ValueError, match="2 samples per class"):

@@ -108,6 +108,7 @@ class TrainConfig:
     grad_cache_chunk: int = 0     # >0: gradient caching, encoder run in chunks of this size
     deterministic: bool = False   # deterministic kernels (slower on GPU; CPU is already)
     log_every: int = 1            # steps between log.jsonl lines (0 = epochs only)
+    stage2_init: str = "scratch"  # "scratch": a new encoder, as the paper; "stage1": copy A
 
 
 @dataclass
@@ -122,6 +123,7 @@ class RunConfig:
         check_choice(self.train.variant, VARIANTS, "variant")
         check_choice(self.train.schedule, ("cosine", "exponential", "constant"), "schedule")
         check_choice(self.train.amp, ("auto", "bf16", "fp16", "off"), "amp")
+        check_choice(self.train.stage2_init, ("scratch", "stage1"), "stage2_init")
         check_choice(self.mix.pairing, ("shuffle", "derangement", "flip"), "pairing")
         check_choice(self.mix.input_variant, ("random", "knn"), "input-mixing variant")
         if not self.mix.beta > 0:

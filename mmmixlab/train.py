@@ -432,6 +432,9 @@ class Trainer:
                         sched.load_state_dict(state["scheduler"])
                     first_epoch, skip = state["epoch"], state["step_in_epoch"]
                     partial = state.get("partial_epoch")
+                fresh = first_epoch == 0 and skip == 0
+                if phase.name == "stage2" and fresh and tc.stage2_init == "stage1":
+                    self.encoders["B"].load_state_dict(self.encoders["A"].state_dict())
                 for epoch in range(first_epoch, phase.epochs):
                     order = state["order"] if (state and skip) else self.batches.epoch_order(
                         self.generator)

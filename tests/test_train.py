@@ -107,3 +107,20 @@ def test_shapes_without_text_get_no_text_target():
     b = toy_batches(missing_text=(0, 1, 2, 3, 4, 5, 6, 7))
     batch = b.make_batch(torch.arange(8), torch.Generator().manual_seed(0))
     assert not batch.text_valid.any() and torch.all(batch.text == 0)
+
+
+def test_stage2_can_start_from_the_stage1_encoder():
+    trainer = Trainer(toy_cfg("mm-mixing", **{"train.stage2_init": "stage1"}), toy_batches(),
+                      embed_dim=16, progress=False)
+    seen = {}
+
+    def on_epoch(rec):
+        if rec["phase"] == "stage1":
+            seen["A"] = params(trainer.encoders["A"])
+    trainer.fit(on_epoch=on_epoch)
+    b_after = params(trainer.encoders["B"])
+    # B started from A's weights, then trained: close to A, not equal, not a fresh init
+    dist_to_a = sum((a - b).norm() for a, b in zip(seen["A"], b_after))
+    fresh = Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False)
+    dist_fresh = sum((a - b).norm() for a, b in zip(seen["A"], params(fresh.encoders["B"])))
+    assert 0 < dist_to_a < dist_fresh

@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # A torch/torchvision pair that imports on the project's CPU machines (see README, "Install").
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+# Idle OpenMP workers sleep instead of spinning: on a shared 2-core machine spinning made a
+# tiny training step 1.7-5.4x slower (benchmarks/threading_env.py measures it anywhere).
+export OMP_WAIT_POLICY ?= PASSIVE
 OUT ?= runs/demo
 
 .PHONY: install demo test test-fast bench lab clean strip

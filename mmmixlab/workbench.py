@@ -1,0 +1,435 @@
+"""Helpers the notebooks share: one config for the whole series, one cache, runs trained once.
+
+Every notebook builds its config with :func:`notebook_config` from the same parameters, so
+they all hit the same cache entries: the world, the frozen encoders and their features live
+under ``cache`` (``pipeline.prepare_world`` caches them), finished runs under
+``cache/runs/<variant>-s<seed>-<hash>`` and ablations under ``cache/ablations/<hash>``, where
+the hash covers every config field that changes a result. Running the series top to bottom
+therefore trains each run once; a later notebook loads its ``final.pt`` and ``metrics.json``.
+
+Smoke mode (``smoke=True``, which the notebooks take from ``MMMIXLAB_SMOKE=1``) shrinks the
+world, the frozen-encoder pre-training and the epochs so the whole series runs in CI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import pipeline
+from .clip import resolve_cache_dir
+from .config import RunConfig, preset
+from .data import CONFUSABLE_PAIRS
+from .evaluate import confusion_matrix, most_confused_pairs, zero_shot
+from .train import resolve_device, save_final
+
+# What MMMIXLAB_SMOKE=1 changes: 64 train shapes, 1+1 epochs, a few steps of CLIP pre-training
+# (and, for Point-BERT backbones, 16 patches of 16 points).
+SMOKE_OVERRIDES = {
+    "data.synth_train_per_class": 4, "data.synth_test_per_class": 4,
+    "data.synth_scan_per_class": 4, "data.synth_points": 512, "data.num_points": 256,
+    "clip.tiny_steps": 30, "clip.tiny_batch_size": 32,
+    "train.epochs_stage1": 1, "train.epochs_stage2": 1, "train.batch_size": 16,
+    "train.warmup_steps": 2,
+}
+# Fields that do not change what a run learns: left out of the run's cache key.
+_NOT_IN_KEY = {("train", "device"), ("train", "num_threads"), ("train", "checkpoint_every"),
+               ("cache_dir", None)}
+_WORLDS: dict = {}
+
+
+def notebook_config(data_root: str | None = None, clip: str = "synth-tiny",
+                    backbone: str = "pointbert-tiny", epochs: Sequence[int] = (15, 15),
+                    batch_size: int = 64, device: str = "auto", cache: str | None = None,
+                    seed: int = 0, smoke: bool = False, **overrides) -> RunConfig:
+    """The series' config from the notebook parameters (``tiny`` preset underneath).
+
+    ``clip`` is ``synth-tiny``, ``MODEL/TAG`` (``ViT-B-32/openai``) or ``MODEL//path.pt``.
+    Per-epoch zero-shot evaluation is on (``train.eval_every=1``) for the training curves.
+    ``smoke`` applies :data:`SMOKE_OVERRIDES` after everything else; ``overrides`` are dotted
+    config fields (``**{"mix.beta": 0.4}``).
+    """
+    model, sep, pretrained = clip.partition("/")
+    cache = str(resolve_cache_dir(str(Path(cache).expanduser()) if cache else None))
+    updates = {"data.root": None if data_root is None else str(Path(data_root).expanduser()),
+               "clip.model": model, "clip.pretrained": pretrained if sep else None,
+               "train.encoder": backbone, "train.epochs_stage1": int(epochs[0]),
+               "train.epochs_stage2": int(epochs[1]), "train.batch_size": int(batch_size),
+               "train.device": device, "train.seed": int(seed), "train.eval_every": 1,
+               "cache_dir": cache, **overrides}
+    if smoke:
+        updates.update(SMOKE_OVERRIDES)
+        if backbone.startswith("pointbert"):
+            updates["train.encoder_overrides"] = {"num_groups": 16, "group_size": 16}
+    return preset("tiny").replace(**updates).validate()
+
+
+def config_key(cfg: RunConfig) -> str:
+    """A short hash of every config field that changes a result (not device or cache)."""
+    d = cfg.to_dict()
+    for section, name in _NOT_IN_KEY:
+        if name is None:
+            d.pop(section, None)
+        else:
+            d[section].pop(name, None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def get_world(cfg: RunConfig, progress: bool = True) -> pipeline.World:
+    """``pipeline.prepare_world``, memoized in this process (its steps are cached on disk)."""
+    key = json.dumps([cfg.to_dict()["data"], cfg.to_dict()["clip"], cfg.cache_dir,
+                      cfg.train.device], sort_keys=True)
+    if key not in _WORLDS:
+        _WORLDS[key] = pipeline.prepare_world(cfg, progress=progress)
+    return _WORLDS[key]
+
+
+@dataclass
+class Run:
+    """A finished run: its folder, config, ``metrics.json`` and trained encoders."""
+
+    path: Path
+    cfg: RunConfig
+    metrics: dict
+    encoders: dict
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The encoder that is evaluated: B for two-encoder variants, else A."""
+        return self.encoders["B"] if "B" in self.encoders else self.encoders["A"]
+
+    @property
+    def history(self) -> list:
+        return self.metrics.get("history", [])
+
+
+def run_dir(cfg: RunConfig) -> Path:
+    """Where the run of ``cfg`` lives in the cache."""
+    root = resolve_cache_dir(cfg.cache_dir) / "runs"
+    return root / f"{cfg.train.variant}-s{cfg.train.seed}-{config_key(cfg)}"
+
+
+def get_run(cfg: RunConfig, variant: str | None = None,
+            on_epoch: Callable[[dict], None] | None = None, progress: bool | None = None,
+            retrain: bool = False, **overrides) -> Run:
+    """Train ``variant`` once (then reuse it): ``final.pt`` + ``metrics.json`` in the cache.
+
+    ``on_epoch(record)`` is called after every epoch while training (live curves); progress
+    bars and per-epoch log lines are shown only without it (``progress=None``). An interrupted
+    run resumes from its last checkpoint; ``retrain=True`` deletes the cached run first.
+    ``overrides`` are dotted config fields.
+    """
+    progress = on_epoch is None if progress is None else progress
+    updates = dict(overrides)
+    if variant is not None:
+        updates["train.variant"] = variant
+    cfg = cfg.replace(**updates).validate() if updates else cfg
+    path = run_dir(cfg)
+    if retrain and path.exists():
+        shutil.rmtree(path)
+    if not ((path / "final.pt").exists() and (path / "metrics.json").exists()):
+        _train_and_evaluate(cfg, get_world(cfg, progress), path, on_epoch, progress)
+    _, encoders = pipeline.load_run(path, device=resolve_device(cfg.train.device))
+    metrics = json.loads((path / "metrics.json").read_text())
+    return Run(path, cfg, metrics, encoders)
+
+
+def get_runs(cfg: RunConfig, variants: Sequence[str] = ("baseline", "mm-mixing"),
+             live: bool = True, retrain: bool = False) -> dict:
+    """:func:`get_run` for several variants, ``{variant: Run}``. With ``live``, each run gets a
+    :class:`~mmmixlab.viz.LiveCurves` widget (shown in the notebook) that follows its training,
+    or draws its stored history when it comes from the cache."""
+    from .viz import LiveCurves
+
+    runs = {}
+    for variant in variants:
+        curves = LiveCurves(f"{variant}: loss, temperature, zero-shot top-1") if live else None
+        if curves is not None:
+            _display(curves.widget)
+        runs[variant] = get_run(cfg, variant, on_epoch=curves, retrain=retrain)
+        if curves is not None:
+            curves.show_history(runs[variant].history)
+    return runs
+
+
+def _display(obj) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:
+        return
+    display(obj)
+
+
+def _train_and_evaluate(cfg, world, path: Path, on_epoch, progress) -> dict:
+    """``pipeline.run`` with an ``on_epoch`` hook (same files, same metrics)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(cfg.to_json())
+    result = pipeline.train_variant(cfg, world, path, resume=True, progress=progress,
+                                    on_epoch=on_epoch)
+    save_final(result, cfg, path / "final.pt")
+    metrics = pipeline.evaluate_encoder(result.final_encoder, world, cfg)
+    metrics.update(seconds=dict(world.seconds, train=result.seconds),
+                   frozen_encoders=pipeline.frozen_encoder_quality(world),
+                   history=result.history, config=cfg.to_dict(), world=world.key)
+    pipeline.write_json(metrics, path / "metrics.json")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Features, predictions, retrieval
+# ---------------------------------------------------------------------------------------------
+
+def point_features(run: Run, world: pipeline.World) -> dict:
+    """Unit 3D features of every split, ``{split: (S, D)}``, cached beside the run."""
+    path = run.path / "point_features.pt"
+    if path.exists():
+        return torch.load(path, map_location="cpu")
+    feats = pipeline.point_features(run.encoder, world, run.cfg)
+    torch.save(feats, path)
+    return feats
+
+
+def evaluate(run: Run, world: pipeline.World, encoder: str = "A") -> dict:
+    """Metrics of one of a run's encoders (``"A"``: after stage 1), cached beside the run."""
+    path = run.path / f"metrics_{encoder}.json"
+    if not path.exists():
+        pipeline.write_json(pipeline.evaluate_encoder(run.encoders[encoder], world, run.cfg),
+                            path)
+    return json.loads(path.read_text())
+
+
+def modality_features(point_feats: dict, world: pipeline.World, split: str) -> dict:
+    """``{"point", "image", "text"}`` features of ``split`` (first view, first caption)."""
+    f = world.features[split]
+    return {"point": point_feats[split], "image": f.image[:, 0], "text": f.text[:, 0]}
+
+
+def predictions(feats: torch.Tensor, world: pipeline.World, split: str) -> np.ndarray:
+    """Zero-shot predicted class per shape of ``split``."""
+    zs = zero_shot(feats, world.class_feats, world.splits[split].labels)
+    return np.asarray(zs["predictions"])
+
+
+def confusion(feats: torch.Tensor, world: pipeline.World, split: str) -> np.ndarray:
+    """The zero-shot confusion matrix (rows: truth, columns: prediction) of ``split``."""
+    return confusion_matrix(world.splits[split].labels, predictions(feats, world, split),
+                            len(world.class_names))
+
+
+def hard_samples(labels, wrong_pred, right_pred, class_names: Sequence[str],
+                 limit: int = 8) -> list:
+    """Indices that ``wrong_pred`` gets wrong and ``right_pred`` gets right (Figure 3), those
+    whose true class is in a confusable pair (table/desk, cup/vase, ...) first."""
+    labels = np.asarray(labels)
+    hit = np.flatnonzero((np.asarray(wrong_pred) != labels) & (np.asarray(right_pred) == labels))
+    hard = {c for pair in CONFUSABLE_PAIRS for c in pair}
+    order = sorted(hit, key=lambda i: (class_names[labels[i]] not in hard, i))
+    return [int(i) for i in order[:limit]]
+
+
+def retrieve(queries: torch.Tensor, gallery: torch.Tensor, k: int = 5,
+             exclude_self: bool = False) -> np.ndarray:
+    """(Q, k) indices of the gallery items most similar (cosine) to each query."""
+    q = torch.nn.functional.normalize(torch.as_tensor(queries).float(), dim=-1)
+    g = torch.nn.functional.normalize(torch.as_tensor(gallery).float(), dim=-1)
+    sims = q @ g.t()
+    if exclude_self:
+        sims.fill_diagonal_(float("-inf"))
+    return sims.topk(min(k, g.shape[0] - int(exclude_self)), dim=1).indices.numpy()
+
+
+def pick_examples(triplets, n: int = 4) -> list:
+    """``n`` shapes from classes spread over the class list (the first shape of each)."""
+    labels = np.asarray(triplets.labels)
+    classes = np.unique(labels)
+    picks = classes[np.linspace(0, len(classes) - 1, min(n, len(classes))).round().astype(int)]
+    return [int(np.flatnonzero(labels == c)[0]) for c in picks]
+
+
+def retrieval_rows(task: str, point_feats: dict, world: pipeline.World, split: str,
+                   queries: Sequence[int], k: int = 5) -> dict:
+    """Arguments for ``viz.retrieval_grid``: for each method (``{name: {split: feats}}``) and
+    query, the query item (cloud, image or caption) and its top-k clouds of ``split``.
+    ``task``: ``pc2pc`` (the query left out of the gallery), ``img2pc`` or ``text2pc``."""
+    t, f = world.splits[split], world.features[split]
+    items, hits, row_labels, qlabels = [], [], [], []
+    for name, feats in point_feats.items():
+        gallery = feats[split]
+        q = {"pc2pc": gallery, "img2pc": f.image[:, 0], "text2pc": f.text[:, 0]}[task]
+        top = retrieve(q, gallery, k + (task == "pc2pc"))
+        for i in queries:
+            row = [h for h in top[i] if task != "pc2pc" or h != i][:k]
+            items.append({"pc2pc": t.points[i], "img2pc": t.images[i, 0],
+                          "text2pc": (t.captions[i] or [""])[0]}[task])
+            hits.append(row)
+            row_labels.append(name)
+            qlabels.append(int(t.labels[i]))
+    return {"queries": items, "hits": np.asarray(hits), "query_labels": qlabels,
+                "row_labels": row_labels, "gallery_points": t.points, "gallery_labels": t.labels,
+                "class_names": world.class_names}
+
+
+def confusable_pair(triplets) -> tuple:
+    """Indices of one shape from each class of the first confusable pair in ``triplets``."""
+    names = list(triplets.class_names)
+    labels = np.asarray(triplets.labels)
+    for a, b in CONFUSABLE_PAIRS:
+        if a in names and b in names:
+            return (int(np.flatnonzero(labels == names.index(a))[0]),
+                    int(np.flatnonzero(labels == names.index(b))[0]))
+    return 0, min(1, len(labels) - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+SPLIT_NAMES = {"test": "test (ModelNet40-like)", "scan": "scan (ScanObjectNN-like)"}
+
+# The paper's numbers (Point-BERT pre-trained on ShapeNet for Tables 1-2, SparseConv for the
+# ablations), for reading our tiny-world numbers next to them.
+PAPER = {
+    "zero_shot": {"OpenShape": {"ModelNet40 top1": 70.3, "ModelNet40 top5": 91.3,
+                                "ScanObjectNN top1": 51.3, "ScanObjectNN top5": 78.4,
+                                "Objaverse-LVIS top1": 10.8},
+                  "MM-Mixing": {"ModelNet40 top1": 74.1, "ModelNet40 top5": 91.6,
+                                "ScanObjectNN top1": 61.9, "ScanObjectNN top5": 91.8,
+                                "Objaverse-LVIS top1": 13.0}},
+    "linear_probe": {"OpenShape": {"ModelNet40": 88.5, "OBJ-BG": 77.8, "OBJ-ONLY": 78.5,
+                                   "PB-T50-RS": 64.1},
+                     "MM-Mixing": {"ModelNet40": 90.6, "OBJ-BG": 83.3, "OBJ-ONLY": 85.0,
+                                   "PB-T50-RS": 73.2}},
+    "table3": {"Baseline": (72.9, 52.7), "FM": (74.1, 56.4), "IM": (73.8, 58.9),
+               "FM+IM": (75.2, 60.7)},
+    "table4": {"One stage": (73.6, 59.5), "Two stages": (75.2, 60.7)},
+    "table5": {"T": (72.6, 58.9), "T+I": (73.8, 60.7), "T+P": (73.9, 60.4),
+               "T+I+P": (75.2, 60.7)},
+}
+
+
+def paper_table(name: str):
+    """One of the paper's tables (``zero_shot``, ``linear_probe``, ``table3/4/5``) as a
+    DataFrame, in %. Ablation tables give zero-shot top-1 on ModelNet40 and ScanObjectNN."""
+    import pandas as pd
+
+    data = PAPER[name]
+    if name.startswith("table"):
+        return pd.DataFrame.from_dict(data, orient="index",
+                                      columns=["ModelNet40 top1", "ScanObjectNN top1"])
+    return pd.DataFrame.from_dict(data, orient="index")
+
+
+def results_table(runs: dict, kind: str = "zero_shot"):
+    """Rows: methods (``{name: metrics}``), columns: split (or task) x metric, in %.
+    ``kind``: ``zero_shot`` (top-1/3/5), ``linear_probe`` (accuracy) or ``retrieval`` (R@k)."""
+    import pandas as pd
+
+    keys = {"zero_shot": ("top1", "top3", "top5"), "linear_probe": ("accuracy",),
+            "retrieval": ("R@1", "R@5", "R@10")}[kind]
+    order = ["test", "scan", "pc2pc", "img2pc", "text2pc"]
+    rows = {}
+    for name, metrics in runs.items():
+        parts = sorted(metrics[kind], key=lambda s: (order.index(s) if s in order else 99, s))
+        rows[name] = {(SPLIT_NAMES.get(s, s), k): 100 * metrics[kind][s][k]
+                      for s in parts for k in keys if k in metrics[kind][s]}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.round(1)
+
+
+def per_class_table(runs: dict, split: str = "test"):
+    """Zero-shot accuracy (%) per class (rows) and method (columns) on ``split``."""
+    import pandas as pd
+
+    return (100 * pd.DataFrame({name: m["zero_shot"][split]["per_class"]
+                                for name, m in runs.items()})).round(1)
+
+
+def confused_pairs_table(matrices: dict, class_names: Sequence[str], top: int = 5):
+    """The most confused (true, predicted) class pairs of each method's confusion matrix."""
+    import pandas as pd
+
+    rows = [{"method": name, "true": a, "predicted": b, "errors": n,
+             "confusable pair": (a, b) in CONFUSABLE_PAIRS or (b, a) in CONFUSABLE_PAIRS}
+            for name, cm in matrices.items()
+            for a, b, n in most_confused_pairs(cm, class_names, top)]
+    return pd.DataFrame(rows)
+
+
+def world_table(world: pipeline.World):
+    """One row per split: shapes, points per shape, views, image size, captions, classes."""
+    import pandas as pd
+
+    rows = {s: {"shapes": len(t), "points per shape": t.num_points, "views": t.num_views,
+                "image size": t.image_size,
+                "captions per shape": round(float(np.mean([len(c) for c in t.captions])), 2),
+                "classes": len(t.class_names or [])} for s, t in world.splits.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def feature_table(world: pipeline.World, cfg: RunConfig):
+    """Shapes of the cached frozen features per split, and the file each is cached in."""
+    import pandas as pd
+
+    folder = resolve_cache_dir(cfg.cache_dir) / "features" / world.key / world.clip.key
+    rows = {s: {"image features (S, views, D)": tuple(f.image.shape),
+                "text features (S, captions, D)": tuple(f.text.shape),
+                "captions present": int(f.text_mask.sum()), "file": str(folder / f"{s}.pt")}
+            for s, f in world.features.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def ablation(cfg: RunConfig, variants: Sequence[str], seeds: int, modality_sets=(),
+             progress: bool = False) -> dict:
+    """``pipeline.ablate`` (what ``mmmixlab ablate`` runs), cached under
+    ``cache/ablations/<hash>``. ``modality_sets`` are strings like ``"T+I"``."""
+    names = {"T": "text", "I": "image", "P": "point"}
+    sets = [tuple(names[m] for m in s.split("+")) for s in modality_sets]
+    blob = json.dumps([config_key(cfg), list(variants), int(seeds), sets])
+    out = resolve_cache_dir(cfg.cache_dir) / "ablations" / hashlib.sha1(
+        blob.encode()).hexdigest()[:10]
+    if not (out / "ablation.json").exists():
+        pipeline.ablate(cfg, list(variants), list(range(int(seeds))), out, sets,
+                        progress=progress)
+    return json.loads((out / "ablation.json").read_text())
+
+
+ABLATION_TABLES = {
+    "Table 3: mixing level": {"baseline": "Baseline", "fm": "FM", "im": "IM",
+                              "mm-mixing": "FM+IM"},
+    "Table 4: alignment stages": {"one-stage": "One stage", "mm-mixing": "Two stages"},
+    "Table 5: modality losses": {"mm-mixing (T)": "T", "mm-mixing (T+I)": "T+I",
+                                 "mm-mixing (T+P)": "T+P", "mm-mixing (T+I+P)": "T+I+P"},
+}
+
+
+def ablation_summary(result: dict) -> dict:
+    """An :func:`ablation` summary where Table 5's T+I+P row, when it was not run apart, is
+    the plain ``mm-mixing`` row (the same config)."""
+    summary = dict(result["summary"])
+    if summary.get("mm-mixing") is not None:
+        summary.setdefault("mm-mixing (T+I+P)", summary["mm-mixing"])
+    return summary
+
+
+def ablation_tables(result: dict, metrics=("zs_test_top1", "zs_scan_top1")) -> dict:
+    """``{title: DataFrame}`` for Tables 3-5 from an :func:`ablation` result: mean and std over
+    seeds in % (see :func:`ablation_summary` for Table 5's last row)."""
+    import pandas as pd
+
+    summary = ablation_summary(result)
+    tables = {}
+    for title, rows in ABLATION_TABLES.items():
+        data = {label: {f"{m} mean": 100 * summary[row][m]["mean"] for m in metrics}
+                | {f"{m} std": 100 * summary[row][m]["std"] for m in metrics}
+                for row, label in rows.items() if summary.get(row)}
+        if data:
+            tables[title] = pd.DataFrame.from_dict(data, orient="index").round(1)
+    return tables

@@ -109,6 +109,7 @@ class TrainConfig:
     deterministic: bool = False   # deterministic kernels (slower on GPU; CPU is already)
     log_every: int = 1            # steps between log.jsonl lines (0 = epochs only)
     stage2_init: str = "scratch"  # "scratch": a new encoder, as the paper; "stage1": copy A
+    stage1_checkpoint: Optional[str] = None  # mm-mixing: take A from this final.pt, run stage 2
 
 
 @dataclass

@@ -25,6 +25,7 @@ where both partners have a caption; rows without one still serve as negatives.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -141,6 +142,8 @@ class Trainer:
         names = sorted({n for p in self.phases for n in p.trains})
         self.encoders = {n: self._new_encoder() for n in names}
         self.logit_scales = {n: LogitScale(tc.init_temperature).to(self.device) for n in names}
+        if tc.stage1_checkpoint:
+            self._use_stage1_checkpoint(Path(tc.stage1_checkpoint))
         self.forward_modules = dict(self.encoders)
         if dist_utils.world_size() > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -153,6 +156,32 @@ class Trainer:
             tc.seed * 1_000_003 + 7919 * (dist_utils.rank() + 1))
         self.history: list = []
         self._log = None
+
+    def _use_stage1_checkpoint(self, path: Path) -> None:
+        """Take encoder A from a finished run's ``final.pt`` (or its folder) and run stage 2
+        only. The run folder records the file and its hash in ``stage1.json``; a resumed run
+        refuses a stage-1 file that changed since."""
+        if self.cfg.train.variant != "mm-mixing":
+            raise ValueError("train.stage1_checkpoint applies to the mm-mixing variant only")
+        path = path / "final.pt" if path.is_dir() else path
+        if not path.exists():
+            raise FileNotFoundError(f"stage-1 checkpoint not found: {path}")
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        if self.out_dir is not None and self.main:
+            record = self.out_dir / "stage1.json"
+            if record.exists():
+                before = json.loads(record.read_text())
+                if before.get("sha1") != digest:
+                    raise ValueError(f"refusing to continue: the stage-1 checkpoint {path} changed "
+                                     f"since this run started (recorded in {record})")
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"path": str(path.resolve()), "sha1": digest}))
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            self.encoders["A"].load_state_dict(state["encoders"]["A"])
+        except Exception as err:
+            raise ValueError(f"{path} holds no stage-1 encoder matching this config: {err}") from err
+        self.phases = [p for p in self.phases if p.name == "stage2"]
 
     def _new_encoder(self) -> nn.Module:
         tc = self.cfg.train

@@ -124,3 +124,22 @@ def test_stage2_can_start_from_the_stage1_encoder():
     fresh = Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False)
     dist_fresh = sum((a - b).norm() for a, b in zip(seen["A"], params(fresh.encoders["B"])))
     assert 0 < dist_to_a < dist_fresh
+
+
+def test_stage2_from_a_finished_stage1_run(tmp_path):
+    from mmmixlab.train import save_final
+    first = Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False)
+    save_final(first.fit(), first.cfg, tmp_path / "s1" / "final.pt")
+    cfg = toy_cfg("mm-mixing", **{"train.stage1_checkpoint": str(tmp_path / "s1")})
+    second = Trainer(cfg, toy_batches(), embed_dim=16, out_dir=tmp_path / "s2", progress=False)
+    assert [p.name for p in second.phases] == ["stage2"]
+    for a, b in zip(params(first.encoders["A"]), params(second.encoders["A"])):
+        assert torch.equal(a, b)
+    second.fit()
+    assert "sha1" in (tmp_path / "s2" / "stage1.json").read_text()
+    (tmp_path / "s1" / "final.pt").write_bytes((tmp_path / "s1" / "final.pt").read_bytes() + b"x")
+    with pytest.raises(ValueError, match="changed"):
+        Trainer(cfg, toy_batches(), embed_dim=16, out_dir=tmp_path / "s2", progress=False)
+    with pytest.raises(FileNotFoundError, match="stage-1 checkpoint"):
+        Trainer(toy_cfg("mm-mixing", **{"train.stage1_checkpoint": str(tmp_path / "none.pt")}),
+                toy_batches(), embed_dim=16, progress=False)

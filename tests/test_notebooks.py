@@ -46,6 +46,10 @@ def test_notebook_is_clean_with_one_parameters_cell(path):
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged `parameters`"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    # no saved widget state or run metadata (`python -m mmmixlab.workbench strip` removes them)
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}, set(nb.metadata)
+    assert all(set(c.metadata) <= {"tags"} for c in nb.cells)
+    assert path.stat().st_size < 30_000
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, "outputs not stripped"
@@ -65,6 +69,21 @@ def test_shared_parameters_are_the_same_everywhere():
     for path in NOTEBOOKS[1:]:
         params = parameters(read(path))
         assert {k: params.get(k) for k in SHARED} == {k: first[k] for k in SHARED}, path.name
+
+
+def test_strip_notebook(tmp_path):
+    from mmmixlab.workbench import strip_notebook
+
+    nb = read(NOTEBOOKS[0])
+    nb.metadata["widgets"] = {"state": {"x": 1}}
+    code = next(c for c in nb.cells if c.cell_type == "code" and not c.metadata.get("tags"))
+    code.outputs = [nbformat.v4.new_output("stream", text="hi")]
+    code.execution_count = 3
+    code.metadata["execution"] = {"shell.execute_reply": "now"}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    assert strip_notebook(path) and not strip_notebook(path)
+    assert nbformat.reads(path.read_text(), as_version=4) == read(NOTEBOOKS[0])
 
 
 @pytest.fixture(scope="module")

@@ -196,8 +196,8 @@ def _dispatch(args) -> int:
                 raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        result = pipeline.ablate(cfg, variants, list(range(args.seeds)), args.out,
-                                 _modality_sets(args.modality_sets))
+        pipeline.ablate(cfg, variants, list(range(args.seeds)), args.out,
+                        _modality_sets(args.modality_sets))
         print((Path(args.out) / "ablation.md").read_text())
     return 0
 

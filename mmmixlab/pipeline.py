@@ -16,7 +16,7 @@ import torch
 
 from . import distributed as dist_utils
 from .batches import TripletBatches
-from .clip import FrozenCLIP, TripletFeatures, cached_features, load_frozen_clip, resolve_cache_dir
+from .clip import FrozenCLIP, cached_features, load_frozen_clip, resolve_cache_dir
 from .config import RunConfig
 from .data import SynthConfig, build_world, display_name, load_triplets, PROMPT_TEMPLATES
 from .evaluate import encode_points, linear_probe_cv, retrieval, zero_shot
@@ -170,7 +170,7 @@ def frozen_encoder_quality(world: World) -> dict:
 
 
 def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
-        world: Optional[World] = None) -> dict:
+        world: Optional[World] = None, on_epoch=None) -> dict:
     """Prepare, train, evaluate; write ``final.pt`` and ``metrics.json`` into ``out_dir``.
 
     Under ``torchrun`` every rank trains on its share of each global batch; rank 0 builds the
@@ -187,7 +187,8 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
         world = prepare_world(cfg, progress=progress and main)
         if dist_utils.is_distributed() and main:
             torch.distributed.barrier()
-    result = train_variant(cfg, world, out_dir, resume=resume, progress=progress)
+    result = train_variant(cfg, world, out_dir, resume=resume, progress=progress,
+                           on_epoch=on_epoch)
     if not main:
         return {}
     save_final(result, cfg, out_dir / "final.pt")

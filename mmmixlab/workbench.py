@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from .clip import resolve_cache_dir
 from .config import RunConfig, preset
 from .data import CONFUSABLE_PAIRS
 from .evaluate import confusion_matrix, most_confused_pairs, zero_shot
-from .train import resolve_device, save_final
+from .train import resolve_device
 
 # What MMMIXLAB_SMOKE=1 changes: 64 train shapes, 1+1 epochs, a few steps of CLIP pre-training
 # (and, for Point-BERT backbones, 16 patches of 16 points).
@@ -139,7 +138,8 @@ def get_run(cfg: RunConfig, variant: str | None = None,
     if retrain and path.exists():
         shutil.rmtree(path)
     if not ((path / "final.pt").exists() and (path / "metrics.json").exists()):
-        _train_and_evaluate(cfg, get_world(cfg, progress), path, on_epoch, progress)
+        pipeline.run(cfg, path, resume=True, progress=progress,
+                     world=get_world(cfg, progress), on_epoch=on_epoch)
     _, encoders = pipeline.load_run(path, device=resolve_device(cfg.train.device))
     metrics = json.loads((path / "metrics.json").read_text())
     return Run(path, cfg, metrics, encoders)
@@ -169,23 +169,6 @@ def _display(obj) -> None:
     except ImportError:
         return
     display(obj)
-
-
-def _train_and_evaluate(cfg, world, path: Path, on_epoch, progress) -> dict:
-    """``pipeline.run`` with an ``on_epoch`` hook (same files, same metrics)."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(cfg.to_json())
-    result = pipeline.train_variant(cfg, world, path, resume=True, progress=progress,
-                                    on_epoch=on_epoch)
-    save_final(result, cfg, path / "final.pt")
-    start = time.perf_counter()
-    metrics = pipeline.evaluate_encoder(result.final_encoder, world, cfg)
-    metrics.update(seconds=dict(world.seconds, train=result.seconds,
-                                eval=time.perf_counter() - start),
-                   frozen_encoders=pipeline.frozen_encoder_quality(world),
-                   history=result.history, config=cfg.to_dict(), world=world.key)
-    pipeline.write_json(metrics, path / "metrics.json")
-    return metrics
 
 
 # ---------------------------------------------------------------------------------------------

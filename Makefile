@@ -10,7 +10,11 @@ STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 OUT ?= runs/demo
 
-.PHONY: install demo test test-fast bench lab clean strip
+.PHONY: install demo test test-fast bench lab clean strip sysdeps
+
+# System libraries pip cannot install (libusb for open3d): installed, or the exact command printed.
+sysdeps:
+	@./scripts/system-deps.sh
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,16 +23,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev,notebooks]" $(TORCH_PIN)
 	touch $(STAMP)
 
-install: $(STAMP)
+install: sysdeps $(STAMP)
 
-demo: $(STAMP)
+demo: sysdeps $(STAMP)
 	$(VENV)/bin/mmmixlab demo --out $(OUT)
 
-test: $(STAMP)
-	$(PY) -m pytest -q tests
+# Tests never touch the network: the Hub client fails fast instead of retrying.
+test: sysdeps $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+test-fast: sysdeps $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
@@ -36,5 +41,8 @@ bench: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --allow-root notebooks
 
-clean:
+strip: $(STAMP)
+	$(PY) -m mmmixlab.workbench strip notebooks/*.ipynb
+
+clean:  # the default cache (~/.cache/mmmixlab or $$MMMIXLAB_CACHE) is left alone
 	rm -rf runs .cache/mmmixlab

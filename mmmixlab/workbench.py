@@ -416,8 +416,8 @@ def ablation_tables(result: dict, metrics=("zs_test_top1", "zs_scan_top1")) -> d
     summary = ablation_summary(result)
     tables = {}
     for title, rows in ABLATION_TABLES.items():
-        data = {label: {f"{m} mean": 100 * summary[row][m]["mean"] for m in metrics}
-                | {f"{m} std": 100 * summary[row][m]["std"] for m in metrics}
+        data = {label: {f"{m} {stat}": 100 * summary[row][m][stat]
+                        for m in metrics for stat in ("mean", "std")}
                 for row, label in rows.items() if summary.get(row)}
         if data:
             tables[title] = pd.DataFrame.from_dict(data, orient="index").round(1)

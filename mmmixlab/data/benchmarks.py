@@ -342,8 +342,12 @@ def _h5_arrays(path: Path, keys=("data", "label")) -> dict:
 def _np_load_pickle(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file missing")
+    from ..safe_pickle import load_npy
+
     try:
-        return np.load(path, allow_pickle=True)
+        return load_npy(path)  # restricted unpickler: plain data and numpy arrays only
+    except ValueError:
+        raise
     except Exception as e:  # pickle errors come as many types
         raise ValueError(f"{path}: corrupt or truncated .npy file ({type(e).__name__}: {e})"
                          ) from e

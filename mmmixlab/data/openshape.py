@@ -176,9 +176,13 @@ def _feature(value, where: str, dim: int | None) -> np.ndarray:
 def _load_dict(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: OpenShape shape file missing")
+    from ..safe_pickle import load_npy
+
     try:
-        obj = np.load(path, allow_pickle=True)
-    except Exception as e:  # truncated pickles raise EOFError, UnpicklingError, ValueError...
+        obj = load_npy(path)  # restricted unpickler: a doctored file cannot run code
+    except ValueError:
+        raise
+    except Exception as e:  # truncated files raise EOFError, OSError...
         raise ValueError(f"{path}: corrupt or truncated .npy file "
                          f"({type(e).__name__}: {e})") from e
     if not (isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ()):

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# System libraries the Python packages need but pip cannot install. Called by `make install`,
+# `make test` and `make demo`, so a fresh Debian/Ubuntu machine needs nothing else.
+#   libusb-1.0-0: open3d (the FPS reference in the tests) fails to import without it.
+set -euo pipefail
+missing=()
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "system-deps: installing ${missing[*]} (Debian packages)" >&2
+if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; else SUDO="none"; fi
+if [ "$SUDO" != none ] && command -v apt-get >/dev/null; then
+  if $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || \
+     { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+    exit 0
+  fi
+fi
+echo "system-deps: could not install ${missing[*]}. Run, then retry:" >&2
+echo "    sudo apt-get install -y ${missing[*]}" >&2
+echo "(other systems: install libusb 1.0 with your package manager)" >&2
+exit 1

@@ -9,7 +9,7 @@ exact stream of batches.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import numpy as np
@@ -25,10 +25,12 @@ class Batch:
     text: torch.Tensor        # (B, D) unit vectors (zeros where the shape has no caption)
     text_valid: torch.Tensor  # (B,) bool
     index: torch.Tensor       # (B,) shape indices into the dataset
+    skipped: list = field(default_factory=list)  # unreadable shapes replaced in this batch
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.points, self.image, self.text,
-                                                self.text_valid, self.index)))
+        # non_blocking: a copy from pinned memory overlaps the previous step on a GPU
+        return Batch(*(t.to(device, non_blocking=True) for t in (
+            self.points, self.image, self.text, self.text_valid, self.index)), self.skipped)
 
 
 class TripletBatches:
@@ -66,10 +68,22 @@ class TripletBatches:
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         return torch.randperm(self.points.shape[0], generator=generator)
 
+    @property
+    def dim(self) -> int:
+        """Width of the image/text features."""
+        return self.features.dim
+
+    def batch_indices(self, order: torch.Tensor, b: int) -> torch.Tensor:
+        """This rank's shapes in global batch ``b``: global batch ``b`` is
+        ``order[b*B*W:(b+1)*B*W]`` and rank ``r`` takes its ``r``-th slice of ``B``, so ranks
+        are disjoint and together cover the epoch."""
+        start = (b * self.world_size + self.rank) * self.batch_size
+        return order[start:start + self.batch_size]
+
     def iterate(self, order: torch.Tensor, generator: torch.Generator,
                 start: int = 0) -> Iterator[Batch]:
         for b in range(start, len(self)):
-            yield self.make_batch(order[b * self.batch_size:(b + 1) * self.batch_size], generator)
+            yield self.make_batch(self.batch_indices(order, b), generator)
 
     def make_batch(self, idx: torch.Tensor, generator: Optional[torch.Generator]) -> Batch:
         clouds = self.points[idx]

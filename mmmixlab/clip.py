@@ -266,7 +266,7 @@ def _save_atomic(obj, path: Path) -> None:
 
 def _load_torch(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)  # never runs code
     except Exception as err:
         raise ValueError(f"corrupt or unreadable cache file {path}: {err}; delete it to rebuild"
                          ) from err

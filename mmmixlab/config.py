@@ -21,10 +21,17 @@ VARIANTS = ("baseline", "fm", "im", "mm-mixing", "one-stage")
 class DataConfig:
     """Where triplets come from and how clouds are fed to the 3D encoder.
 
-    ``root=None`` means the embedded SynthShapes world, generated from ``synth_seed``.
+    ``root=None`` means the embedded SynthShapes world, generated from ``synth_seed``. Otherwise
+    ``root`` is a triplet folder (held in memory), a packed store or OpenShape's per-shape files
+    (both streamed from disk by ``num_workers`` DataLoader processes; see
+    :mod:`mmmixlab.streaming`), detected from what is on disk.
     """
 
     root: Optional[str] = None
+    split: Optional[str] = None   # OpenShape split list (meta_data/split/*.json) restricting root
+    num_workers: int = 2          # streamed data: DataLoader worker processes (0 = in process)
+    prefetch_factor: int = 4      # streamed data: batches each worker reads ahead
+    max_bad_share: float = 0.01   # streamed data: more unreadable shapes than this stops the run
     synth_seed: int = 0
     synth_train_per_class: int = 40
     synth_test_per_class: int = 12
@@ -133,6 +140,12 @@ class RunConfig:
             raise ValueError(f"mix.mix_prob must lie in [0, 1], got {self.mix.mix_prob}")
         if not 0.0 <= self.data.rgb_dropout <= 1.0:
             raise ValueError(f"data.rgb_dropout must lie in [0, 1], got {self.data.rgb_dropout}")
+        if not 0.0 <= self.data.max_bad_share <= 1.0:
+            raise ValueError(f"data.max_bad_share must lie in [0, 1], got "
+                             f"{self.data.max_bad_share}")
+        if self.data.num_workers < 0 or self.data.prefetch_factor < 1:
+            raise ValueError(f"data.num_workers must be >= 0 and data.prefetch_factor >= 1, got "
+                             f"{self.data.num_workers}, {self.data.prefetch_factor}")
         if self.data.in_channels not in (3, 6):
             raise ValueError(f"data.in_channels must be 3 or 6, got {self.data.in_channels}")
         for name in ("batch_size", "epochs_stage1", "num_threads"):

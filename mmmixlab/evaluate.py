@@ -27,16 +27,19 @@ from .ops import farthest_point_sample
 def encode_points(encoder: nn.Module, points, num_points: int = 1024, in_channels: int = 6,
                   batch_size: int = 64, device=None) -> torch.Tensor:
     """Unit features (S, D) of clouds (S, P, 6), subsampled to ``num_points`` by FPS from
-    index 0 so evaluation is deterministic."""
+    index 0 so evaluation is deterministic. ``points`` may be a lazily read array
+    (:class:`mmmixlab.data.LazyPoints`): it is read one batch at a time, never whole."""
     device = device or next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
-    points = torch.as_tensor(np.array(points, dtype=np.float32))
-    if points.dim() != 3 or points.shape[0] == 0:
-        raise ValueError(f"points must be a non-empty (S, P, C) array, got {tuple(points.shape)}")
+    shape = tuple(getattr(points, "shape", np.shape(points)))
+    if len(shape) != 3 or shape[0] == 0:
+        raise ValueError(f"points must be a non-empty (S, P, C) array, got {shape}")
     out = []
-    for s in range(0, points.shape[0], batch_size):
-        chunk = points[s:s + batch_size]
+    for s in range(0, shape[0], batch_size):
+        chunk = torch.as_tensor(np.array(points[s:s + batch_size], dtype=np.float32))
+        if not torch.isfinite(chunk).all():
+            raise ValueError(f"clouds {s}..{s + len(chunk) - 1} hold NaN or inf coordinates")
         if chunk.shape[1] > num_points:
             idx = farthest_point_sample(chunk[..., :3], num_points)
             chunk = torch.gather(chunk, 1, idx.unsqueeze(-1).expand(-1, -1, chunk.shape[-1]))
@@ -179,6 +182,34 @@ def retrieval(point_feats: torch.Tensor, image_feats: torch.Tensor, text_feats: 
         "img2pc": recall_at_k(image_feats, point_feats, eye, ks),
         "text2pc": recall_at_k(text_feats, point_feats, eye, ks),
     }
+
+
+def recall_at_k_by_key(queries: torch.Tensor, gallery: torch.Tensor, query_keys, gallery_keys,
+                       ks: Sequence[int] = (1, 5, 10), exclude_self: bool = False,
+                       chunk: int = 1024) -> dict:
+    """Recall@k where a gallery item is relevant when its key equals the query's (a class label
+    for category-level retrieval, a shape index for instance-level), computed over chunks of
+    queries, so a 46k-shape gallery never needs its full similarity matrix.
+    ``exclude_self`` removes gallery item ``i`` from query ``i``'s results (pc2pc)."""
+    q = F.normalize(queries.float(), dim=-1)
+    g = F.normalize(gallery.float(), dim=-1)
+    qk = torch.as_tensor(np.asarray(query_keys)).long()
+    gk = torch.as_tensor(np.asarray(gallery_keys)).long()
+    if qk.shape[0] != q.shape[0] or gk.shape[0] != g.shape[0]:
+        raise ValueError(f"{q.shape[0]} queries with {qk.shape[0]} keys, {g.shape[0]} gallery "
+                         f"items with {gk.shape[0]} keys")
+    kmax = min(max(ks), g.shape[0] - int(exclude_self))
+    hits = {k: 0 for k in ks}
+    for s in range(0, q.shape[0], chunk):
+        sims = q[s:s + chunk] @ g.t()
+        if exclude_self:
+            rows = torch.arange(sims.shape[0])
+            sims[rows, rows + s] = float("-inf")
+        top = sims.topk(kmax, dim=1).indices
+        rel = gk[top] == qk[s:s + chunk].unsqueeze(1)
+        for k in ks:
+            hits[k] += int(rel[:, :k].any(1).sum())
+    return {f"R@{k}": hits[k] / max(q.shape[0], 1) for k in ks}
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:

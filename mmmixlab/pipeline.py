@@ -16,6 +16,7 @@ import torch
 
 from . import distributed as dist_utils
 from .batches import TripletBatches
+from .streaming import StreamBatches, detect_data_format, open_shape_source
 from .clip import FrozenCLIP, cached_features, load_frozen_clip, resolve_cache_dir
 from .config import RunConfig
 from .data import SynthConfig, build_world, display_name, load_triplets, PROMPT_TEMPLATES
@@ -28,20 +29,34 @@ SPLITS = ("train", "test", "scan")
 @dataclass
 class World:
     """Everything a run needs besides the 3D encoder: triplets per split, the frozen
-    encoders, their cached features and the category text features."""
+    encoders, their cached features and the category text features.
+
+    A world streamed from disk (a packed store or OpenShape's files) has ``train_source`` and
+    none of the rest: its features come from the files, no CLIP model is loaded, and it is
+    evaluated on benchmarks (``mmmixlab eval --benchmark``), not on splits of its own.
+    """
 
     key: str
     root: Path
     splits: dict
     features: dict
-    clip: FrozenCLIP
+    clip: Optional[FrozenCLIP]
     class_names: list
-    class_feats: torch.Tensor
+    class_feats: Optional[torch.Tensor]
     seconds: dict = field(default_factory=dict)
+    train_source: object = None       # streaming.PackedSource | OpenShapeSource
+    data_format: str = "triplets"
 
     @property
     def eval_splits(self) -> list:
         return [s for s in ("test", "scan") if s in self.splits]
+
+    @property
+    def dim(self) -> int:
+        """The width of the frozen features, which the 3D encoder's output must match."""
+        if self.train_source is not None:
+            return int(self.train_source.dim)
+        return int(self.class_feats.shape[1])
 
 
 def synth_config(cfg: RunConfig) -> SynthConfig:
@@ -55,6 +70,10 @@ def prepare_world(cfg: RunConfig, progress: bool = True) -> World:
     """Generate or load the triplets, load or pre-train the frozen encoders, and compute or
     load their cached features. Each expensive step is cached under ``cfg.cache_dir``."""
     cfg.validate()
+    if cfg.data.root is not None:
+        data_format = "openshape" if cfg.data.split else detect_data_format(cfg.data.root)
+        if data_format != "triplets":
+            return stream_world(cfg)
     cache = resolve_cache_dir(cfg.cache_dir)
     seconds = {}
     t = time.perf_counter()
@@ -95,10 +114,29 @@ def prepare_world(cfg: RunConfig, progress: bool = True) -> World:
                  class_feats, seconds)
 
 
-def training_batches(cfg: RunConfig, world: World) -> TripletBatches:
+def stream_world(cfg: RunConfig) -> World:
+    """A world over a packed store or OpenShape's files: the source is opened (and checked),
+    nothing is loaded."""
+    t = time.perf_counter()
+    source = open_shape_source(cfg.data.root, cfg.data.split)
+    digest = hashlib.sha1(json.dumps(source.info(), sort_keys=True).encode()).hexdigest()[:12]
+    return World(f"{source.kind}-{digest}", Path(cfg.data.root), {}, {}, None, [], None,
+                 {"data": time.perf_counter() - t}, train_source=source,
+                 data_format=source.kind)
+
+
+def training_batches(cfg: RunConfig, world: World):
     d = cfg.data
-    train = world.splits["train"]
     ranks = dist_utils.world_size()
+    if world.train_source is not None:
+        pin = resolve_device(cfg.train.device).type == "cuda"
+        return StreamBatches(world.train_source, num_points=d.num_points,
+                             in_channels=d.in_channels, batch_size=cfg.train.batch_size,
+                             augment=d.augment, rgb_dropout=d.rgb_dropout, seed=cfg.train.seed,
+                             rank=dist_utils.rank(), world_size=ranks,
+                             num_workers=d.num_workers, pin_memory=pin,
+                             prefetch_factor=d.prefetch_factor, max_bad_share=d.max_bad_share)
+    train = world.splits["train"]
     return TripletBatches(np.asarray(train.points), world.features["train"],
                           num_points=d.num_points, in_channels=d.in_channels,
                           batch_size=min(cfg.train.batch_size, len(train) // ranks),
@@ -152,9 +190,9 @@ def zero_shot_callback(world: World, cfg: RunConfig):
 
 def train_variant(cfg: RunConfig, world: World, out_dir=None, resume: bool = False,
                   progress: bool = True, on_epoch=None) -> TrainResult:
-    trainer = Trainer(cfg, training_batches(cfg, world), embed_dim=world.class_feats.shape[1],
-                      out_dir=out_dir, evaluate=zero_shot_callback(world, cfg),
-                      progress=progress)
+    evaluate = zero_shot_callback(world, cfg) if world.eval_splits else None
+    trainer = Trainer(cfg, training_batches(cfg, world), embed_dim=world.dim,
+                      out_dir=out_dir, evaluate=evaluate, progress=progress)
     return trainer.fit(resume=resume, on_epoch=on_epoch)
 
 
@@ -193,11 +231,17 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
         return {}
     save_final(result, cfg, out_dir / "final.pt")
     t = time.perf_counter()
-    metrics = evaluate_encoder(result.final_encoder, world, cfg)
+    if world.eval_splits:
+        metrics = evaluate_encoder(result.final_encoder, world, cfg)
+        metrics["frozen_encoders"] = frozen_encoder_quality(world)
+    else:  # streamed data: evaluated on benchmarks by `mmmixlab eval --benchmark`
+        metrics = {"zero_shot": {}, "linear_probe": {}, "retrieval": {}, "chance": {}}
+    if world.train_source is not None:
+        metrics["data"] = dict(world.train_source.info(), unreadable_shapes=sorted(
+            {v["path"] for v in result.unreadable.values()}) if result.unreadable else [])
     seconds = dict(world.seconds, train=result.seconds, eval=time.perf_counter() - t)
-    metrics.update(seconds=seconds, frozen_encoders=frozen_encoder_quality(world),
-                   history=result.history, config=cfg.to_dict(), world=world.key,
-                   ranks=dist_utils.world_size())
+    metrics.update(seconds=seconds, history=result.history, config=cfg.to_dict(),
+                   world=world.key, ranks=dist_utils.world_size())
     write_json(metrics, out_dir / "metrics.json")
     return metrics
 
@@ -210,25 +254,53 @@ def write_json(obj, path) -> Path:
     return path
 
 
-def load_run(run_dir, device="cpu"):
-    """(config, encoders) of a finished run from its ``final.pt``."""
+def final_encoder(encoders: dict):
+    """The encoder a run is judged by: the last one trained (B for two-encoder variants)."""
+    return encoders["B"] if "B" in encoders else encoders["A"]
+
+
+def load_run(run_dir, device="cpu", with_extra: bool = False):
+    """(config, encoders) of a finished run from its ``final.pt`` (plus ``{"embed_dim",
+    "logit_scale"}`` with ``with_extra``). Read with ``weights_only=True``: a crafted file
+    cannot run code; a malformed one gets an error naming the file and what is wrong."""
     from .encoders import create_point_encoder
 
     path = Path(run_dir) / "final.pt"
     if not path.exists():
         raise FileNotFoundError(f"no finished run at {run_dir} (missing {path})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"corrupt run file {path}: {err}") from err
-    cfg = RunConfig.from_dict(state["config"])
+        raise ValueError(f"{path}: not a readable run file (corrupt, or it holds objects the "
+                         f"safe loader refuses: {type(err).__name__}: {str(err)[:300]})") from err
+    missing = [k for k in ("config", "encoders", "embed_dim") if k not in state] \
+        if isinstance(state, dict) else ["a dict"]
+    if missing:
+        raise ValueError(f"{path}: not a mmmixlab run file: lacks {missing}")
+    try:
+        cfg = RunConfig.from_dict(state["config"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: its config does not fit this version: {err}") from err
+    if not state["encoders"] or not {"A", "B"} >= set(state["encoders"]):
+        raise ValueError(f"{path}: expected encoders 'A' (and 'B'), found "
+                         f"{sorted(state['encoders'])}")
     encoders = {}
     for name, sd in state["encoders"].items():
         enc = create_point_encoder(cfg.train.encoder, out_dim=state["embed_dim"],
                                    in_channels=cfg.data.in_channels, **cfg.train.encoder_overrides)
-        enc.load_state_dict(sd)
+        try:
+            enc.load_state_dict(sd)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: encoder {name} does not match its config "
+                             f"({cfg.train.encoder}): {str(err)[:300]}") from err
         encoders[name] = enc.to(device).eval()
-    return cfg, encoders
+    if not with_extra:
+        return cfg, encoders
+    final = "B" if "B" in encoders else "A"
+    scale = state.get("logit_scales", {}).get(final, {}).get("log_scale")
+    extra = {"embed_dim": int(state["embed_dim"]),
+             "logit_scale": float(scale.exp().clamp(max=100)) if scale is not None else 1 / 0.07}
+    return cfg, encoders, extra
 
 
 def summarize(metrics: dict) -> str:

@@ -57,7 +57,9 @@ def restricted_loads(data: bytes, where: str = "<bytes>"):
     return _RestrictedUnpickler(io.BytesIO(data), where).load()
 
 
-def _read_header(f, where: str) -> np.dtype:
+def read_npy_header(f, where: str) -> tuple[np.dtype, tuple, bool]:
+    """(dtype, shape, fortran_order) of the ``.npy`` file open at position 0 in ``f``; leaves
+    ``f`` at the first data byte. Any format version (1.0, 2.0, 3.0)."""
     version = np.lib.format.read_magic(f)
     size_format = "<H" if version[0] == 1 else "<I"
     raw = f.read(struct.calcsize(size_format))
@@ -69,7 +71,8 @@ def _read_header(f, where: str) -> np.dtype:
         raise ValueError(f"{where}: truncated .npy header")
     try:
         meta = ast.literal_eval(header.decode("utf-8" if version[0] >= 3 else "latin1"))
-        return np.dtype(np.lib.format.descr_to_dtype(meta["descr"]))
+        return (np.dtype(np.lib.format.descr_to_dtype(meta["descr"])), tuple(meta["shape"]),
+                bool(meta["fortran_order"]))
     except (ValueError, SyntaxError, KeyError, TypeError) as e:
         raise ValueError(f"{where}: unreadable .npy header ({e})") from e
 
@@ -82,7 +85,7 @@ def load_npy(path, mmap_mode=None):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file missing")
     with open(path, "rb") as f:
-        dtype = _read_header(f, str(path))
+        dtype = read_npy_header(f, str(path))[0]
         if dtype.hasobject:
             try:
                 return _RestrictedUnpickler(f, str(path)).load()

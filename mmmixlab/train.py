@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,7 @@ class TrainResult:
     history: list = field(default_factory=list)   # one dict per epoch
     seconds: float = 0.0
     embed_dim: int = 0
+    unreadable: dict = field(default_factory=dict)  # streamed data: index -> {path, reason}
 
     @property
     def final_encoder(self) -> nn.Module:
@@ -138,6 +140,10 @@ class Trainer:
             raise ValueError("the run has zero epochs: set epochs_stage1/epochs_stage2")
         if len(batches) < 1:
             raise ValueError("the training set is smaller than one (global) batch")
+        data_dim = getattr(batches, "dim", embed_dim)
+        if data_dim != embed_dim:
+            raise ValueError(f"feature widths differ: the data's image/text features are "
+                             f"{data_dim}-d, the 3D encoder's output is {embed_dim}-d")
         torch.manual_seed(tc.seed)
         names = sorted({n for p in self.phases for n in p.trains})
         self.encoders = {n: self._new_encoder() for n in names}
@@ -177,7 +183,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps({"path": str(path.resolve()), "sha1": digest}))
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)
             self.encoders["A"].load_state_dict(state["encoders"]["A"])
         except Exception as err:
             raise ValueError(f"{path} holds no stage-1 encoder matching this config: {err}") from err
@@ -358,7 +364,7 @@ class Trainer:
             "scheduler": sched.state_dict() if sched is not None else None,
             "scaler": self.scaler.state_dict(),
             "generator": self.generator.get_state(), "local_generators": local_states,
-            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_rng_to_tensors(),
             "python_rng": random.getstate(), "history": self.history,
         }
         tmp = path.with_name(path.name + ".tmp")
@@ -370,9 +376,12 @@ class Trainer:
         if path is None or not path.exists():
             return None
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"checkpoint {path} is corrupt or unreadable: {err}") from err
+            raise ValueError(f"checkpoint {path} is corrupt, unreadable, or holds objects the "
+                             f"safe loader (weights_only=True) refuses; a checkpoint written "
+                             f"before this version cannot resume: start the run again "
+                             f"({type(err).__name__}: {str(err)[:300]})") from err
         saved = RunConfig.from_dict(state["config"]).to_dict()
         diff = _config_diff(saved, self.cfg.to_dict(), ignore=RESUME_MAY_CHANGE)
         if diff:
@@ -389,12 +398,26 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.local_generator.set_state(state["local_generators"][dist_utils.rank()])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        np.random.set_state(_numpy_rng_from_tensors(state["numpy_rng"]))
         random.setstate(state["python_rng"])
         self.history = state["history"]
         return state
 
     # -- logging ------------------------------------------------------------------------------
+    def _report_unreadable(self, bad: dict, phase: Phase, epoch: int, step: int) -> None:
+        """A shape file the stream could not read (and replaced): named in log.jsonl on rank 0,
+        on stderr on the others; the running count is in each epoch's record."""
+        total = len(getattr(self.batches, "bad", {}))
+        if self.main:
+            self._write_log({"kind": "unreadable_shape", "step": step, "phase": phase.name,
+                             "epoch": epoch + 1, "path": bad["path"], "reason": bad["reason"],
+                             "unreadable_so_far": total})
+            if self.progress:
+                tqdm.write(f"skipped unreadable shape {bad['path']}: {bad['reason']}")
+        else:
+            print(f"rank {dist_utils.rank()}: skipped unreadable shape {bad['path']}: "
+                  f"{bad['reason']}", file=sys.stderr, flush=True)
+
     def _open_log(self, resume_step: int):
         """``log.jsonl`` (rank 0): on resume, lines after the checkpoint's step are dropped,
         since those steps will be run again."""
@@ -478,7 +501,7 @@ class Trainer:
             enc.eval()
         seconds = time.perf_counter() - start
         return TrainResult(self.encoders, self.logit_scales, self.history, seconds,
-                           self.embed_dim)
+                           self.embed_dim, dict(getattr(self.batches, "bad", {})))
 
     def _run_epoch(self, phase, phase_idx, epoch, order, skip, opt, sched, global_step,
                    on_epoch, partial=None):
@@ -490,8 +513,18 @@ class Trainer:
                    desc=f"{phase.name} {epoch + 1}/{phase.epochs}")
         step = skip
         samples = self.batches.batch_size * dist_utils.world_size()
-        for batch in bar:
+        data_seconds, skipped = (partial or {}).get("data_seconds", 0.0), 0
+        batches = iter(bar)
+        while True:
+            t_wait = time.perf_counter()
+            batch = next(batches, None)  # time blocked here = time the loader kept us waiting
+            if batch is None:
+                break
             t0 = time.perf_counter()
+            data_seconds += t0 - t_wait
+            for bad in batch.skipped:
+                skipped += 1
+                self._report_unreadable(bad, phase, epoch, global_step + step - skip + 1)
             batch = batch.to(self.device)
             opt.zero_grad(set_to_none=True)
             loss, terms = self._forward_backward(phase, batch)
@@ -516,16 +549,21 @@ class Trainer:
                 self._write_log({"kind": "step", "step": done, "phase": phase.name,
                                  "epoch": epoch + 1, **{k: float(v.detach()) for k, v in terms.items()},
                                  "logit_scale": float(scale().detach()),
-                                 "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt})
+                                 "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
+                                 "data_wait_s": t0 - t_wait})
             bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{scale.temperature:.4f}")
             if tc.checkpoint_every and done % tc.checkpoint_every == 0 \
                     and step < len(self.batches):
                 self._save(phase_idx, epoch, step, order, opt, sched, done,
-                           partial={"sums": sums, "seconds": seconds})
+                           partial={"sums": sums, "seconds": seconds,
+                                    "data_seconds": data_seconds})
         n = len(self.batches)
         record = {"phase": phase.name, "epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                   "temperature": self.logit_scales[phase.trains[-1]].temperature,
-                  "lr": sched.get_last_lr()[0], "seconds": seconds}
+                  "lr": sched.get_last_lr()[0], "seconds": seconds,
+                  "data_seconds": data_seconds}
+        if skipped:
+            record["unreadable_shapes"] = skipped
         last_epoch = epoch + 1 == phase.epochs
         if self.evaluate is not None and self.main and tc.eval_every and (
                 (epoch + 1) % tc.eval_every == 0 or last_epoch):
@@ -548,7 +586,21 @@ class Trainer:
 # Settings that may change between a run and its resumption: where and how fast it runs, and
 # how often it writes, but nothing that changes the computation.
 RESUME_MAY_CHANGE = ("train.device", "train.num_threads", "train.checkpoint_every",
-                     "train.eval_every", "train.log_every")
+                     "train.eval_every", "train.log_every", "data.num_workers",
+                     "data.prefetch_factor", "data.max_bad_share")
+
+
+def _numpy_rng_to_tensors() -> tuple:
+    """numpy's global RNG state with its key array as a tensor, so the checkpoint loads with
+    ``torch.load(weights_only=True)`` (which refuses numpy arrays)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+            float(cached))
+
+
+def _numpy_rng_from_tensors(state) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
 
 
 def enable_determinism() -> None:

@@ -31,7 +31,7 @@ from .clip import resolve_cache_dir
 from .config import RunConfig, preset
 from .data import CONFUSABLE_PAIRS
 from .evaluate import confusion_matrix, most_confused_pairs, zero_shot
-from .train import resolve_device
+from .train import RESUME_MAY_CHANGE, resolve_device
 
 # What MMMIXLAB_SMOKE=1 changes: 64 train shapes, 1+1 epochs, a few steps of CLIP pre-training
 # (and, for Point-BERT backbones, 16 patches of 16 points).
@@ -42,9 +42,10 @@ SMOKE_OVERRIDES = {
     "train.epochs_stage1": 1, "train.epochs_stage2": 1, "train.batch_size": 16,
     "train.warmup_steps": 2,
 }
-# Fields that do not change what a run learns: left out of the run's cache key.
-_NOT_IN_KEY = {("train", "device"), ("train", "num_threads"), ("train", "checkpoint_every"),
-               ("cache_dir", None)}
+# Fields that do not change what a run learns (the trainer's list): left out of the cache key.
+# eval_every stays in: it decides whether the cached history has the per-epoch curves.
+_NOT_IN_KEY = {tuple(name.split(".")) for name in RESUME_MAY_CHANGE
+               if name != "train.eval_every"} | {("cache_dir", None)}
 _WORLDS: dict = {}
 
 

@@ -58,7 +58,7 @@ def test_cli_train_writes_metrics_and_final(cache, tmp_path):
     assert metrics["config"]["train"]["variant"] == "mm-mixing"
     assert get(metrics, "zero_shot.test.top1") <= get(metrics, "zero_shot.test.top3") <= get(
         metrics, "zero_shot.test.top5")
-    state = torch.load(run / "final.pt", weights_only=False)
+    state = torch.load(run / "final.pt", weights_only=True)
     assert set(state["encoders"]) == {"A", "B"}
 
     # eval reproduces the metrics from final.pt alone

@@ -29,7 +29,7 @@ def reference_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref")
     ref = worker(out)
     assert ref.returncode == 0, ref.stderr
-    return torch.load(out / "final.pt", weights_only=False)
+    return torch.load(out / "final.pt", weights_only=True)
 
 
 @pytest.mark.slow
@@ -44,7 +44,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, kill_at, refere
     resumed = worker(tmp_path / "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a = reference_run
-    b = torch.load(tmp_path / "run" / "final.pt", weights_only=False)
+    b = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
     for enc in ("A", "B"):
         for k, v in a["encoders"][enc].items():
             assert torch.equal(v, b["encoders"][enc][k]), f"{enc}.{k} differs"  # bitwise on CPU
@@ -123,7 +123,7 @@ def test_two_gloo_ranks_equal_one_process_on_the_whole_batch(tmp_path):
     from mmmixlab.encoders import create_point_encoder
     mp.spawn(_ddp_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp.pt")), nprocs=2,
              join=True)
-    ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     torch.manual_seed(0)
     enc = create_point_encoder("pointnet", out_dim=8, in_channels=6)
     data = _ddp_data()
@@ -161,9 +161,9 @@ def test_trainer_runs_under_two_gloo_ranks(tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_trainer_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "run")), nprocs=2,
              join=True)
-    state = torch.load(tmp_path / "run" / "final.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
     assert set(state["encoders"]) == {"A", "B"}
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["world_size"] == 2 and len(ckpt["local_generators"]) == 2
     # 24 shapes, 2 ranks x 4 per rank -> 3 global batches per epoch, 2 epochs
     steps = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

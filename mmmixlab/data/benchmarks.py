@@ -197,6 +197,10 @@ class PointDataset:
     names: list[str] | None = None
     normals: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    # Per-shape files that carry frozen features (Objaverse-LVIS from OpenShape): shape index
+    # -> first view's image feature / first text feature, filled as the shapes are read, so
+    # retrieval needs no second pass over 46k files.
+    modal: dict | None = None
 
     def __post_init__(self):
         shape = tuple(self.points.shape)
@@ -682,8 +686,13 @@ def _objaverse_lvis(root: Path, split: str, opts: dict) -> PointDataset:
         num_points = read_openshape_npy(paths[0], texts=False, features=False).xyz.shape[0]
     swap, norm, seed = opts["swap_yz"], opts["normalize"], opts["seed"]
 
+    modal = {"image": {}, "text": {}}
+
     def load(i: int) -> np.ndarray:
-        rec = read_openshape_npy(paths[i], texts=False, features=False)
+        rec = read_openshape_npy(paths[i])  # the whole pickle is read anyway: keep features
+        modal["image"][i] = rec.image_feat[0]
+        if rec.has_text:
+            modal["text"][i] = rec.text_feats[0]
         xyz, rgb = rec.xyz, rec.rgb
         if xyz.shape[0] != num_points:
             if xyz.shape[0] < num_points:
@@ -704,7 +713,7 @@ def _objaverse_lvis(root: Path, split: str, opts: dict) -> PointDataset:
         info["note"] = (f"{len(class_names)} categories (the full Objaverse-LVIS has "
                         f"{LVIS_NUM_CLASSES}); a subset of lvis.json?")
     return PointDataset(points, labels, class_names, "objaverse_lvis", split, names=uids,
-                        info=info)
+                        info=info, modal=modal)
 
 
 # ---------------------------------------------------------------------------------- entry point

@@ -1,0 +1,463 @@
+"""A finished run on the paper's benchmarks, on a labelled folder, or on a user's own files.
+
+* :func:`evaluate_benchmark`: one benchmark as released (anything
+  :func:`mmmixlab.data.load_benchmark` reads) -> Table 1's zero-shot top-1/3/5 and mean class
+  accuracy, Table 2's linear probe (fit on the benchmark's train split, reported on its test
+  split, as peers measure it), and recall@1/5/10: PC->PC (same class) always, image->PC and
+  text->PC (same shape) where the files carry those features (Objaverse-LVIS).
+* :func:`evaluate_folder`: the same on a labelled triplet folder (``import-meshes`` output).
+* :func:`classify_files`: zero-shot labels with scores for mesh or point files.
+
+Class-name features come from a file (OpenShape's ``cat_name_pt_feat.npy``, as an array in the
+benchmark's class order or a pickled {name: feature} dict, read without running code) or from
+the run's frozen text encoder with the prompt templates (ULIP's 64 for the benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig
+from .data.benchmarks import BENCHMARKS, SCANOBJECTNN_VARIANTS, _canon
+from .evaluate import encode_points, linear_probe, recall_at_k_by_key, zero_shot
+
+__all__ = ["BenchmarkSpec", "RunModel", "classify_files", "evaluate_benchmark",
+           "evaluate_folder", "load_class_features", "parse_benchmark", "parse_named_file",
+           "results_table"]
+
+_VARIANTS = tuple(SCANOBJECTNN_VARIANTS) + ("openshape", "hdf5", "normal_resampled")
+
+
+@dataclass
+class BenchmarkSpec:
+    name: str                 # modelnet40 | scanobjectnn | objaverse_lvis
+    path: Path
+    variant: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        """``name[-variant]``: the key of its result and its JSON file's stem."""
+        return self.name if not self.variant else f"{self.name}-{self.variant}"
+
+
+def _benchmark_name(name: str) -> str:
+    key = name.strip().lower().replace("-", "_")
+    key = {"lvis": "objaverse_lvis", "objaverse": "objaverse_lvis", "scan": "scanobjectnn",
+           "mn40": "modelnet40"}.get(key, key)
+    if key not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
+    return key
+
+
+def parse_benchmark(text: str) -> BenchmarkSpec:
+    """``NAME=PATH`` or ``NAME=PATH:VARIANT`` (``scanobjectnn=/data/h5_files:obj_bg``)."""
+    name, eq, rest = text.partition("=")
+    if not eq or not rest:
+        raise ValueError(f"--benchmark expects NAME=PATH[:VARIANT], got {text!r}")
+    path, variant = rest, None
+    head, colon, tail = rest.rpartition(":")
+    if colon and tail in _VARIANTS:
+        path, variant = head, tail
+    elif colon and "/" not in tail and tail and not Path(rest).exists():
+        raise ValueError(f"--benchmark {text!r}: unknown variant {tail!r}; choose one of "
+                         f"{', '.join(_VARIANTS)}")
+    return BenchmarkSpec(_benchmark_name(name), Path(path).expanduser(), variant)
+
+
+def parse_named_file(text: str, flag: str = "--class-features") -> tuple[str, Path]:
+    name, eq, path = text.partition("=")
+    if not eq or not name or not path:
+        raise ValueError(f"{flag} expects NAME=FILE, got {text!r}")
+    return name.strip(), Path(path).expanduser()
+
+
+def load_class_features(path, class_names: Sequence[str], dim: Optional[int] = None,
+                        what: str = "") -> torch.Tensor:
+    """(C, D) unit class features from ``path`` in the order of ``class_names``.
+
+    Accepts an array (C, D) already in that order, or a pickled {name: feature} dict (matched
+    by name, case, ``_``/space and ``-`` ignored). Wrong width, class count or names that do
+    not match raise a ValueError naming both sides.
+    """
+    from .safe_pickle import load_npy
+
+    path = Path(path)
+    what = what or "the benchmark"
+    if path.suffix == ".pt":
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = obj.numpy() if isinstance(obj, torch.Tensor) else obj
+    else:
+        obj = load_npy(path)
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+        obj = obj.item()
+    if isinstance(obj, dict):
+        table = {_canon(k): v for k, v in obj.items()}
+        missing = [c for c in class_names if _canon(c) not in table]
+        if missing:
+            raise ValueError(f"{path}: no feature for {len(missing)} of the {len(class_names)} "
+                             f"classes of {what}, e.g. {missing[:5]}; the file names "
+                             f"{sorted(obj)[:8]}{' ...' if len(obj) > 8 else ''}")
+        try:
+            feats = np.stack([np.asarray(table[_canon(c)], dtype=np.float32).reshape(-1)
+                              for c in class_names])
+        except ValueError as e:
+            raise ValueError(f"{path}: class features of different widths ({e})") from e
+    else:
+        feats = np.asarray(obj, dtype=np.float32)
+        if feats.ndim != 2:
+            raise ValueError(f"{path}: class features must be a (classes, width) array or a "
+                             f"{{name: feature}} dict, got shape {feats.shape}")
+        if feats.shape[0] != len(class_names):
+            raise ValueError(f"{path}: holds features of {feats.shape[0]} classes, {what} has "
+                             f"{len(class_names)} classes")
+    if dim is not None and feats.shape[1] != dim:
+        raise ValueError(f"{path}: class features are {feats.shape[1]}-d, the run's 3D encoder "
+                         f"outputs {dim}-d features")
+    if not np.isfinite(feats).all():
+        raise ValueError(f"{path}: class features hold NaN or inf")
+    return F.normalize(torch.from_numpy(feats), dim=-1)
+
+
+# ---------------------------------------------------------------------------------- the run
+
+@dataclass
+class RunModel:
+    """What evaluation needs of a finished run: its config, final encoder, and (on demand)
+    its frozen text encoder and the class features it was trained with."""
+
+    run_dir: Path
+    cfg: RunConfig
+    encoder: torch.nn.Module
+    embed_dim: int
+    logit_scale: float = 1 / 0.07
+    _world: object = field(default=None, repr=False)
+    _clip: object = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, run_dir, device: str = "cpu") -> "RunModel":
+        from .pipeline import final_encoder, load_run
+
+        cfg, encoders, extra = load_run(run_dir, device=device, with_extra=True)
+        cfg = cfg.replace(**{"train.device": str(device)})
+        return cls(Path(run_dir), cfg, final_encoder(encoders), extra["embed_dim"],
+                   extra.get("logit_scale", 1 / 0.07))
+
+    @property
+    def num_points(self) -> int:
+        return self.cfg.data.num_points
+
+    @property
+    def in_channels(self) -> int:
+        return self.cfg.data.in_channels
+
+    def encode(self, points) -> torch.Tensor:
+        return encode_points(self.encoder, points, self.num_points, self.in_channels)
+
+    def world(self):
+        """The run's own world when it was trained in memory (synth or a triplet folder)."""
+        from .pipeline import prepare_world
+        from .streaming import detect_data_format
+
+        if self._world is None:
+            root = self.cfg.data.root
+            if root is not None and (self.cfg.data.split or detect_data_format(root) != "triplets"):
+                return None
+            self._world = prepare_world(self.cfg, progress=False)
+        return self._world
+
+    def text_encoder(self, need: str):
+        """The run's frozen text encoder; ``need`` says what for, in the error when it cannot
+        be had (a run on streamed features has only the files' features)."""
+        if self._clip is None:
+            world = self.world()
+            if world is not None:
+                self._clip = world.clip
+            else:
+                from .clip import load_frozen_clip
+
+                try:
+                    self._clip = load_frozen_clip(self.cfg.clip, device=self.cfg.train.device,
+                                                  cache_dir=self.cfg.cache_dir, progress=False)
+                except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+                    raise ValueError(
+                        f"{need}: the run's frozen text encoder ({self.cfg.clip.spec}) cannot "
+                        f"be loaded ({err}); pass class features with --class-features "
+                        f"NAME=FILE (e.g. OpenShape's meta_data/.../cat_name_pt_feat.npy)"
+                    ) from err
+        return self._clip
+
+    def class_features(self, class_names: Sequence[str], templates: Sequence[str],
+                       need: str) -> torch.Tensor:
+        from .data import display_name
+
+        clip = self.text_encoder(need)
+        feats = clip.class_features([display_name(c) for c in class_names], templates)
+        if feats.shape[1] != self.embed_dim:
+            raise ValueError(f"{need}: the text encoder's class features are "
+                             f"{feats.shape[1]}-d, the run's 3D encoder outputs "
+                             f"{self.embed_dim}-d features")
+        return feats
+
+
+# ---------------------------------------------------------------------------------- benchmarks
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    point_feats: torch.Tensor
+    class_feats: torch.Tensor
+    labels: np.ndarray
+    class_names: list
+    dataset: object = None
+
+
+def _retrieval(point_feats, labels, image=None, text=None) -> dict:
+    """pc2pc (same class, self excluded) and, where given as {index: feature}, img2pc / text2pc
+    (same shape) over the whole gallery."""
+    n = point_feats.shape[0]
+    out = {"pc2pc": recall_at_k_by_key(point_feats, point_feats, labels, labels,
+                                       exclude_self=True)}
+    for name, table in (("img2pc", image), ("text2pc", text)):
+        if table:
+            idx = np.array(sorted(table))
+            queries = torch.from_numpy(np.stack([table[i] for i in idx]).astype(np.float32))
+            out[name] = recall_at_k_by_key(queries, point_feats, idx, np.arange(n))
+            out[name]["queries"] = len(idx)
+    return out
+
+
+def _zero_shot(point_feats, class_feats, labels, class_names) -> dict:
+    zs = zero_shot(point_feats, class_feats, labels, class_names=class_names)
+    zs.pop("predictions")
+    return zs
+
+
+def evaluate_benchmark(model: RunModel, spec: BenchmarkSpec, class_features=None,
+                       linear_probe_split: bool = False, keep: bool = False) -> EvalResult:
+    """One benchmark: zero-shot, optional linear probe (train split -> test split), retrieval."""
+    from .data import load_benchmark
+
+    t0 = time.perf_counter()
+    rgb = 0.4 if model.in_channels == 6 else None  # OpenShape's grey for colourless sets
+    ds = load_benchmark(spec.name, spec.path, "test", spec.variant, rgb_fill=rgb)
+    variant = spec.variant or ds.info.get("variant") or None
+    if class_features is not None:
+        class_feats = load_class_features(class_features, ds.class_names, model.embed_dim,
+                                          f"{spec.label} ({spec.path})")
+        source = f"file {class_features}"
+    else:
+        class_feats = model.class_features(ds.class_names, ds.prompt_templates,
+                                           f"zero-shot on {spec.label}")
+        source = f"text encoder {model.cfg.clip.spec}, {len(ds.prompt_templates)} templates"
+    feats = model.encode(ds.points)
+    metrics = {"benchmark": spec.name, "variant": variant, "path": str(spec.path),
+               "num_shapes": len(ds), "num_classes": ds.num_classes,
+               "chance": 1.0 / ds.num_classes, "class_features": source,
+               "zero_shot": _zero_shot(feats, class_feats, ds.labels, ds.class_names)}
+    if linear_probe_split:
+        try:
+            train = load_benchmark(spec.name, spec.path, "train", spec.variant, rgb_fill=rgb)
+        except (FileNotFoundError, ValueError) as err:
+            metrics["linear_probe"] = {"skipped": f"no train split to fit on: {err}"}
+        else:
+            probe = linear_probe(model.encode(train.points).numpy(), train.labels,
+                                 {"test": (feats.numpy(), ds.labels)}, seed=model.cfg.train.seed)
+            metrics["linear_probe"] = {"accuracy": probe["test"]["accuracy"],
+                                       "train_shapes": len(train), "test_shapes": len(ds)}
+    modal = ds.modal or {}
+    metrics["retrieval"] = _retrieval(feats, ds.labels, modal.get("image"), modal.get("text"))
+    metrics["seconds"] = time.perf_counter() - t0
+    return EvalResult(metrics, feats, class_feats, ds.labels, list(ds.class_names),
+                      ds if keep else None)
+
+
+def evaluate_folder(model: RunModel, folder, class_features=None, keep: bool = False
+                    ) -> EvalResult:
+    """Zero-shot (and retrieval) on a labelled triplet folder, e.g. ``import-meshes`` output.
+
+    Class features: from ``class_features`` (a file) if given; else, for names the run was
+    trained with, its own class features; others encoded with the run's text encoder."""
+    from .data import PROMPT_TEMPLATES, load_triplets
+
+    t0 = time.perf_counter()
+    folder = Path(folder).expanduser()
+    split_dir = folder if (folder / "manifest.json").is_file() else folder / "test"
+    if not (split_dir / "manifest.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a triplet folder (no manifest.json, nor "
+                                f"test/manifest.json)")
+    ts = load_triplets(split_dir)
+    if not ts.class_names or ts.labels is None:
+        raise ValueError(f"{split_dir}: the folder has no class labels (import-meshes labels "
+                         f"shapes by the subfolder they sit in: SRC/<class>/<file>)")
+    labels = np.asarray(ts.labels)
+    keep_rows = np.flatnonzero(labels >= 0)
+    if len(keep_rows) == 0:
+        raise ValueError(f"{split_dir}: no labelled shapes")
+    names = list(ts.class_names)
+    need = f"zero-shot on {folder.name}"
+    if class_features is not None:
+        class_feats = load_class_features(class_features, names, model.embed_dim, folder.name)
+        source = f"file {class_features}"
+    else:
+        world = model.world()
+        known = {_canon(c): i for i, c in enumerate(world.class_names)} if world else {}
+        rows, matched = [], 0
+        missing = [c for c in names if _canon(c) not in known]
+        encoded = (dict(zip(missing, model.class_features(missing, PROMPT_TEMPLATES, need)))
+                   if missing else {})
+        for c in names:
+            if _canon(c) in known:
+                rows.append(world.class_feats[known[_canon(c)]])
+                matched += 1
+            else:
+                rows.append(encoded[c])
+        class_feats = torch.stack(rows)
+        source = (f"{matched} of {len(names)} classes matched by name to the run's class "
+                  f"features, {len(names) - matched} encoded by {model.cfg.clip.spec}")
+    points = np.asarray(ts.points)[keep_rows]
+    feats = model.encode(points)
+    lab = labels[keep_rows]
+    metrics = {"benchmark": folder.name, "variant": None, "path": str(split_dir),
+               "num_shapes": int(len(keep_rows)), "num_classes": len(names),
+               "unlabelled_shapes_left_out": int(len(labels) - len(keep_rows)),
+               "chance": 1.0 / len(names), "class_features": source,
+               "zero_shot": _zero_shot(feats, class_feats, lab, names),
+               "retrieval": _retrieval(feats, lab)}
+    metrics["seconds"] = time.perf_counter() - t0
+    return EvalResult(metrics, feats, class_feats, lab, names, ts if keep else None)
+
+
+def write_result(model: RunModel, result: EvalResult, name: str) -> Path:
+    from .pipeline import write_json
+
+    out = model.run_dir / "eval" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(dict(result.metrics, run=str(model.run_dir), config=model.cfg.to_dict()), out)
+    return out
+
+
+def results_table(results: dict) -> str:
+    """Table 1's shape: one row per benchmark, zero-shot top-1/3/5 and mean class accuracy in
+    %, then the linear probe and retrieval R@1 where measured."""
+    head = (f"{'benchmark':28s} {'shapes':>7s} {'classes':>7s} {'top1':>6s} {'top3':>6s} "
+            f"{'top5':>6s} {'mAcc':>6s} {'probe':>6s} {'pc2pc@1':>8s} {'img2pc@1':>8s} "
+            f"{'txt2pc@1':>8s}")
+    lines = [head, "-" * len(head)]
+
+    def pct(v):
+        return f"{100 * v:6.1f}" if isinstance(v, (int, float)) else f"{'-':>6s}"
+
+    for label, m in results.items():
+        zs, lp, r = m["zero_shot"], m.get("linear_probe") or {}, m.get("retrieval") or {}
+        lines.append(
+            f"{label:28s} {m['num_shapes']:7d} {m['num_classes']:7d} {pct(zs['top1'])} "
+            f"{pct(zs['top3'])} {pct(zs['top5'])} {pct(zs['mean_class_accuracy'])} "
+            f"{pct(lp.get('accuracy'))} "
+            + " ".join(f"{pct(r.get(k, {}).get('R@1')):>8s}" for k in ("pc2pc", "img2pc",
+                                                                      "text2pc")))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- classify
+
+POINT_SUFFIXES = (".npy", ".npz")
+
+
+def read_point_file(path, up_axis: str = "y") -> np.ndarray:
+    """A user's point file -> (P, 6) xyz + rgb in the unit sphere, z up. ``.npy``: an (P, 3|6)
+    array or an OpenShape-style dict with ``xyz`` (and ``rgb``); ``.npz``: the array under
+    ``xyz``/``points``/``pc`` or the only one. rgb missing -> 0.4 grey."""
+    from .data.openshape import normalize_unit_sphere
+    from .safe_pickle import load_npy
+
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            key = next((k for k in ("xyz", "points", "pc", "data") if k in z.files),
+                       z.files[0] if len(z.files) == 1 else None)
+            if key is None:
+                raise ValueError(f"{path}: holds arrays {z.files}; name one xyz or points")
+            arr = np.asarray(z[key], dtype=np.float32)
+            rgb = np.asarray(z["rgb"], dtype=np.float32) if "rgb" in z.files else None
+    else:
+        obj = load_npy(path)
+        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+            obj = obj.item()
+        if isinstance(obj, dict):
+            if "xyz" not in obj:
+                raise ValueError(f"{path}: a dict without 'xyz' (keys {sorted(obj)[:8]})")
+            arr = np.asarray(obj["xyz"], dtype=np.float32)
+            rgb = np.asarray(obj["rgb"], dtype=np.float32) if obj.get("rgb") is not None \
+                else None
+        else:
+            arr, rgb = np.asarray(obj, dtype=np.float32), None
+    if arr.ndim != 2 or arr.shape[1] not in (3, 6) or arr.shape[0] == 0:
+        raise ValueError(f"{path}: points must have shape (P, 3) or (P, 6), got {arr.shape}")
+    if arr.shape[1] == 6 and rgb is None:
+        arr, rgb = arr[:, :3], arr[:, 3:]
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: points hold NaN or inf")
+    if rgb is None:
+        rgb = np.full_like(arr, 0.4)
+    if rgb.shape != arr.shape:
+        raise ValueError(f"{path}: rgb has shape {rgb.shape}, xyz {arr.shape}")
+    rgb = rgb / 255.0 if rgb.max() > 1.0 else rgb
+    if up_axis == "y":  # the mesh importer's convention: +y up -> +z up
+        arr = np.stack([arr[:, 0], -arr[:, 2], arr[:, 1]], axis=1)
+    return np.concatenate([normalize_unit_sphere(arr), np.clip(rgb, 0, 1)], 1).astype(np.float32)
+
+
+def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top_k: int = 3,
+                   up_axis: str = "y", class_features=None, points: int = 4096) -> list[dict]:
+    """Zero-shot labels for each file: ``[{"file", "labels": [(class, score), ...]}]`` or
+    ``{"file", "error"}``. Scores are the softmax over the classes of the run's logit scale
+    times the cosine similarity (CLIP's probabilities)."""
+    from .data import PROMPT_TEMPLATES
+    from .data.meshes import MESH_EXTENSIONS as MESH_SUFFIXES, sample_mesh
+
+    classes = [c.strip() for c in classes if c.strip()]
+    if len(classes) < 2:
+        raise ValueError(f"--classes needs at least two class names, got {classes}")
+    if len(set(map(_canon, classes))) != len(classes):
+        raise ValueError(f"--classes has duplicate names: {classes}")
+    if up_axis not in ("y", "z"):
+        raise ValueError(f"up axis must be 'y' or 'z', got {up_axis!r}")
+    if class_features is not None:
+        class_feats = load_class_features(class_features, classes, model.embed_dim, "--classes")
+    else:
+        class_feats = model.class_features(classes, PROMPT_TEMPLATES, "classify")
+    out = []
+    for f in files:
+        path = Path(f)
+        try:
+            if not path.is_file():
+                raise FileNotFoundError("no such file")
+            suffix = path.suffix.lower()
+            if suffix in POINT_SUFFIXES:
+                cloud = read_point_file(path, up_axis)
+            elif suffix in MESH_SUFFIXES:
+                cloud, _ = sample_mesh(path, num_points=points, up_axis=up_axis)
+            else:
+                raise ValueError(f"unsupported file type {suffix!r} (meshes: "
+                                 f"{', '.join(MESH_SUFFIXES)}; points: .npy, .npz)")
+        except Exception as err:  # noqa: BLE001 (a bad file is reported by name, others go on)
+            out.append({"file": str(path), "error": f"{type(err).__name__}: {err}"})
+            continue
+        feats = model.encode(cloud[None])
+        probs = (model.logit_scale * feats @ class_feats.t()).softmax(-1)[0]
+        top = probs.topk(min(top_k, len(classes)))
+        out.append({"file": str(path), "labels": [(classes[i], float(p)) for p, i in
+                                                  zip(top.values.tolist(), top.indices.tolist())]})
+    return out
+
+
+def results_json(results: dict) -> str:
+    return json.dumps(results, indent=2, sort_keys=True)

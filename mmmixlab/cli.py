@@ -1,4 +1,4 @@
-"""``mmmixlab`` command line: demo, data, features, train, eval, ablate.
+"""``mmmixlab`` command line: demo, data, features, train, eval, classify, ablate.
 
 Each step runs alone; every step caches what it builds under ``--cache`` (default
 ``$MMMIXLAB_CACHE`` or ``~/.cache/mmmixlab``), so later steps reuse it.
@@ -36,12 +36,15 @@ def _split_clip(spec: str):
 def build_config(args) -> RunConfig:
     cfg = preset(getattr(args, "preset", "tiny") or "tiny")
     updates = {}
+    if getattr(args, "split", None):
+        args.split = str(Path(args.split).expanduser().resolve())
     if getattr(args, "data", None):
         updates["data.root"] = str(Path(args.data).expanduser().resolve())
     if getattr(args, "clip", None):
         model, pretrained = _split_clip(args.clip)
         updates["clip.model"], updates["clip.pretrained"] = model, pretrained
-    for name, key in (("variant", "train.variant"), ("seed", "train.seed"),
+    for name, key in (("split", "data.split"), ("workers", "data.num_workers"),
+                      ("variant", "train.variant"), ("seed", "train.seed"),
                       ("device", "train.device"), ("epochs1", "train.epochs_stage1"),
                       ("epochs2", "train.epochs_stage2"), ("encoder", "train.encoder"),
                       ("checkpoint_every", "train.checkpoint_every"),
@@ -61,8 +64,14 @@ def build_config(args) -> RunConfig:
 
 def _common(p, variant=True):
     p.add_argument("--preset", choices=PRESETS, default="tiny")
-    p.add_argument("--data", help="triplet dataset folder with train/ (test/, scan/); "
-                                  "default: the embedded SynthShapes world")
+    p.add_argument("--data", help="training data, detected from what is on disk: a triplet "
+                                  "folder with train/ (test/, scan/), a packed store (mmmixlab "
+                                  "pack) or OpenShape's per-shape .npy files (e.g. objaverse-"
+                                  "processed/merged_for_training_final); default: the "
+                                  "embedded SynthShapes world")
+    p.add_argument("--split", help="OpenShape split list (meta_data/split/*.json) restricting "
+                                   "--data to its shapes")
+    p.add_argument("--workers", type=int, help="streamed data: DataLoader worker processes")
     p.add_argument("--clip", help="frozen encoders: synth-tiny (default), MODEL/TAG "
                                   "(ViT-B-32/openai) or MODEL//path/to/weights.pt")
     p.add_argument("--cache", help="cache folder (default $MMMIXLAB_CACHE or ~/.cache/mmmixlab)")
@@ -108,8 +117,32 @@ def make_parser() -> argparse.ArgumentParser:
                    help="gradient caching: run the 3D encoder in chunks of this many clouds")
     _common(p)
 
-    p = sub.add_parser("eval", help="evaluate a finished run's final.pt")
+    p = sub.add_parser("eval", help="evaluate a finished run: on its own world, on the paper's "
+                                    "benchmarks (--benchmark) or on a labelled folder (--data)")
     p.add_argument("--run", required=True)
+    p.add_argument("--device")
+    p.add_argument("--benchmark", action="append", default=[], metavar="NAME=PATH[:VARIANT]",
+                   help="modelnet40=PATH, scanobjectnn=PATH:obj_bg|obj_only|pb_t50_rs, "
+                        "objaverse_lvis=PATH (repeatable); writes RUN/eval/NAME[-VARIANT].json")
+    p.add_argument("--class-features", action="append", default=[], metavar="NAME=FILE",
+                   help="class-name features for benchmark or folder NAME (OpenShape's "
+                        "cat_name_pt_feat.npy: array or {name: feature} dict); default: the "
+                        "run's frozen text encoder with the prompt templates")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="also fit a linear probe on each benchmark's train split, report test")
+    p.add_argument("--data", action="append", default=[], metavar="FOLDER",
+                   help="a labelled triplet folder (e.g. import-meshes output; repeatable); "
+                        "writes RUN/eval/FOLDER_NAME.json")
+
+    p = sub.add_parser("classify", help="zero-shot labels for mesh or point files")
+    p.add_argument("files", nargs="+", help="OBJ, PLY, GLB/GLTF, OFF, STL, .npy or .npz files")
+    p.add_argument("--run", required=True)
+    p.add_argument("--classes", required=True, help='comma-separated, e.g. "chair,table,lamp"')
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--up", choices=("y", "z"), default="y",
+                   help="up axis of the files (as import-meshes: y is glTF/ShapeNet's habit)")
+    p.add_argument("--class-features", metavar="FILE",
+                   help="{name: feature} file for the classes instead of the text encoder")
     p.add_argument("--device")
 
     p = sub.add_parser("ablate", help="the paper's ablation tables on the tiny world")
@@ -123,6 +156,40 @@ def make_parser() -> argparse.ArgumentParser:
     from .cli_data import add_subcommands
     add_subcommands(sub)
     return parser
+
+
+def _eval_elsewhere(args) -> int:
+    """``eval --benchmark ... --data ...``: each result in RUN/eval/<name>.json, then one
+    Table-1-shaped table."""
+    from .benchmark_eval import (RunModel, evaluate_benchmark, evaluate_folder,
+                                 parse_benchmark, parse_named_file, results_table, write_result)
+
+    specs = [parse_benchmark(b) for b in args.benchmark]
+    class_files = dict(parse_named_file(c) for c in args.class_features)
+    labels = [s.label for s in specs] + [Path(d).expanduser().name for d in args.data]
+    for name, path in class_files.items():
+        known = {s.name for s in specs} | set(labels)
+        if name not in known:
+            raise ValueError(f"--class-features {name}={path}: {name!r} is none of the "
+                             f"benchmarks or folders evaluated ({', '.join(sorted(known))})")
+        if not path.is_file():
+            raise FileNotFoundError(f"--class-features {name}: {path} not found")
+    model = RunModel.load(args.run, device=args.device or "cpu")
+    results = {}
+    for spec in specs:
+        file = class_files.get(spec.label, class_files.get(spec.name))
+        res = evaluate_benchmark(model, spec, file, linear_probe_split=args.linear_probe)
+        path = write_result(model, res, spec.label)
+        results[spec.label] = res.metrics
+        print(f"{spec.label}: wrote {path}", file=sys.stderr)
+    for folder in args.data:
+        name = Path(folder).expanduser().name
+        res = evaluate_folder(model, folder, class_files.get(name))
+        path = write_result(model, res, name)
+        results[name] = res.metrics
+        print(f"{name}: wrote {path}", file=sys.stderr)
+    print(results_table(results))
+    return 0
 
 
 def _modality_sets(text: str):
@@ -159,16 +226,33 @@ def _dispatch(args) -> int:
             print(f"{split}: {path}")
         return 0
     if args.command == "eval":
+        if args.benchmark or args.data:
+            return _eval_elsewhere(args)
         cfg, encoders = pipeline.load_run(args.run, device=args.device or "cpu")
         if args.device:
             cfg = cfg.replace(**{"train.device": args.device})
         world = pipeline.prepare_world(cfg)
-        final = encoders["B"] if "B" in encoders else encoders["A"]
-        metrics = pipeline.evaluate_encoder(final, world, cfg)
+        if not world.eval_splits:
+            raise ValueError(f"{args.run} was trained on streamed data ({world.data_format}), "
+                             f"which has no eval splits: give --benchmark NAME=PATH or --data "
+                             f"FOLDER")
+        metrics = pipeline.evaluate_encoder(pipeline.final_encoder(encoders), world, cfg)
         metrics.update(config=cfg.to_dict(), world=world.key)
         pipeline.write_json(metrics, Path(args.run) / "metrics.json")
         print(pipeline.summarize(metrics))
         return 0
+    if args.command == "classify":
+        from .benchmark_eval import RunModel, classify_files
+
+        model = RunModel.load(args.run, device=args.device or "cpu")
+        results = classify_files(model, args.files, args.classes.split(","), args.top_k,
+                                 args.up, args.class_features)
+        for r in results:
+            if "error" in r:
+                print(f"{r['file']}: error: {r['error']}")
+            else:
+                print(f"{r['file']}: " + ", ".join(f"{c} {p:.3f}" for c, p in r["labels"]))
+        return 1 if any("error" in r for r in results) else 0
 
     cfg = build_config(args)
     if args.command == "demo":

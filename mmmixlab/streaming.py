@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .batches import Batch
+from .data.openshape import resolve_split_paths
 
 __all__ = ["OpenShapeSource", "PackedSource", "StreamBatches", "detect_data_format",
            "open_shape_source", "DATA_FORMATS"]
@@ -102,52 +103,6 @@ class _PathList:
 
     def __getitem__(self, i: int) -> str:
         return self._blob[self._offsets[i]:self._offsets[i + 1]].tobytes().decode("utf-8")
-
-
-def _split_tails(p: Path) -> list[Path]:
-    parts = p.parts
-    tails = []
-    for marker in ("objaverse-processed", "merged_for_training_final"):
-        if marker in parts:
-            k = parts.index(marker)
-            tails += [Path(*parts[k:]), Path(*parts[k + 1:])]
-    for source in ("Objaverse", "ShapeNet", "ABO", "3D-FUTURE"):
-        if source in parts:
-            tails.append(Path(*parts[parts.index(source):]))
-    if not p.is_absolute():
-        tails.append(p)
-    return tails
-
-
-def resolve_split_paths(entries: list[str], bases) -> list[str]:
-    """A split list's paths as they exist here. OpenShape's split files carry the absolute
-    paths of its authors' machines (``/mnt/data/objaverse-processed/...``): a path that does
-    not exist as written is looked up below each of ``bases`` by its tail from the
-    ``objaverse-processed`` / ``merged_for_training_final`` / source-folder component on. The
-    prefix that worked is reused for the following entries (no file system lookups for 875k
-    paths); a path found nowhere is kept as written and named when its read fails."""
-    out, rewrite = [], None  # rewrite = (old prefix, new prefix)
-    for entry in entries:
-        if rewrite and entry.startswith(rewrite[0]):
-            out.append(rewrite[1] + entry[len(rewrite[0]):])
-            continue
-        p = Path(entry)
-        if p.is_file():
-            out.append(entry)
-            continue
-        found = None
-        for base in bases:
-            for tail in _split_tails(p):
-                if (base / tail).is_file():
-                    found = base / tail
-                    old = entry[:len(entry) - len(str(tail))]
-                    new = str(found)[:len(str(found)) - len(str(tail))]
-                    rewrite = (old, new) if entry.endswith(str(tail)) else None
-                    break
-            if found is not None:
-                break
-        out.append(str(found) if found is not None else entry)
-    return out
 
 
 def _walk_npy(root: Path) -> list[str]:

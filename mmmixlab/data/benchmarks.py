@@ -630,17 +630,15 @@ def _lvis_split_file(root: Path) -> Path:
 
 
 def _resolve_data_path(data_path: str, bases: Sequence[Path]) -> Path | None:
+    from .openshape import split_path_tails
+
     p = Path(data_path)
-    if p.is_absolute() and p.is_file():
+    if p.is_file():
         return p
-    parts = p.parts
-    tails = [Path(*parts[parts.index(k):]) for k in ("Objaverse", "objaverse") if k in parts]
-    tails.append(Path(*[q for q in parts if q not in ("/", "\\")]) if p.is_absolute() else p)
     for base in bases:
-        for t in tails:
-            c = base / t
-            if c.is_file():
-                return c
+        for t in split_path_tails(p):
+            if (base / t).is_file():
+                return base / t
     return None
 
 

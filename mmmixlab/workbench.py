@@ -458,3 +458,82 @@ if __name__ == "__main__":  # python -m mmmixlab.workbench strip notebooks/*.ipy
         sys.exit("usage: python -m mmmixlab.workbench strip NOTEBOOK.ipynb ...")
     for name in sys.argv[2:]:
         print(("stripped " if strip_notebook(name) else "clean    ") + name)
+
+
+# ---------------------------------------------------------------------------------- benchmarks
+_BENCH_CACHE: dict = {}
+
+
+def benchmark_evals(runs: dict, benchmarks: dict, class_features: dict | None = None,
+                    linear_probe: bool = False) -> dict:
+    """Each run on each benchmark of the notebooks' ``BENCHMARKS`` parameter
+    (``{"modelnet40": PATH, "scanobjectnn": "PATH:obj_bg", ...}``), as ``mmmixlab eval
+    --benchmark`` computes it: ``{benchmark label: {run name: EvalResult}}``. Class features
+    from ``class_features[name]`` (a ``cat_name_pt_feat.npy``) or the run's text encoder.
+    Memoized per (run folder, benchmark) in this process."""
+    from .benchmark_eval import RunModel, evaluate_benchmark, parse_benchmark
+
+    class_features = class_features or {}
+    out: dict = {}
+    for name, path in (benchmarks or {}).items():
+        spec = parse_benchmark(f"{name}={path}")
+        file = class_features.get(spec.label, class_features.get(spec.name))
+        for run_name, run in runs.items():
+            key = (str(run.path), spec.label, str(spec.path), str(file), linear_probe)
+            if key not in _BENCH_CACHE:
+                model = RunModel.load(run.path, device="cpu")
+                _BENCH_CACHE[key] = evaluate_benchmark(model, spec, file, linear_probe,
+                                                       keep=True)
+            out.setdefault(spec.label, {})[run_name] = _BENCH_CACHE[key]
+    return out
+
+
+def benchmark_table(evals: dict):
+    """Table 1 (and 2) shaped: rows (benchmark, run), zero-shot top-1/3/5, mean class accuracy
+    and, where fitted, the linear probe, in %."""
+    import pandas as pd
+
+    rows = {}
+    for label, by_run in evals.items():
+        for run_name, res in by_run.items():
+            m = res.metrics
+            zs = m["zero_shot"]
+            row = {"shapes": m["num_shapes"], "top1": 100 * zs["top1"],
+                   "top3": 100 * zs["top3"], "top5": 100 * zs["top5"],
+                   "mean class acc": 100 * zs["mean_class_accuracy"]}
+            if "accuracy" in (m.get("linear_probe") or {}):
+                row["linear probe"] = 100 * m["linear_probe"]["accuracy"]
+            for task, r in m["retrieval"].items():
+                row[f"{task} R@1"] = 100 * r["R@1"]
+            rows[(label, run_name)] = row
+    return pd.DataFrame.from_dict(rows, orient="index").round(1)
+
+
+def benchmark_confusion(result) -> np.ndarray:
+    """Zero-shot confusion matrix of one benchmark result (rows: true class)."""
+    pred = (result.point_feats @ result.class_feats.t()).argmax(1).numpy()
+    return confusion_matrix(result.labels, pred, len(result.class_names))
+
+
+def benchmark_retrieval_rows(evals_by_run: dict, num_queries: int = 4, k: int = 5,
+                             seed: int = 0) -> dict:
+    """PC -> PC retrieval on a benchmark's test set as the gallery: the arguments of
+    :func:`mmmixlab.viz.retrieval_grid`, one row per (query, run)."""
+    first = next(iter(evals_by_run.values()))
+    ds = first.dataset
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(len(ds), min(num_queries, len(ds)), replace=False)
+    rows = {"queries": [], "hits": [], "query_labels": [], "row_labels": []}
+    for q in queries:
+        for run_name, res in evals_by_run.items():
+            sims = res.point_feats @ res.point_feats[q]
+            sims[q] = float("-inf")
+            rows["queries"].append(np.asarray(ds.points[int(q)]))
+            rows["hits"].append(sims.topk(k).indices.numpy())
+            rows["query_labels"].append(int(res.labels[q]))
+            rows["row_labels"].append(run_name)
+    gallery = ds.points
+    return {"queries": rows["queries"], "hits": np.stack(rows["hits"]),
+            "gallery_points": gallery, "gallery_labels": first.labels,
+            "query_labels": rows["query_labels"], "class_names": first.class_names,
+            "row_labels": rows["row_labels"]}

@@ -564,6 +564,8 @@ class Trainer:
                   "data_seconds": data_seconds}
         if skipped:
             record["unreadable_shapes"] = skipped
+        if self.device.type == "cuda":
+            record["max_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
         last_epoch = epoch + 1 == phase.epochs
         if self.evaluate is not None and self.main and tc.eval_every and (
                 (epoch + 1) % tc.eval_every == 0 or last_epoch):

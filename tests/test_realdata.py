@@ -439,3 +439,40 @@ def test_notebook_benchmark_section_runs_on_released_formats(data, trained, tmp_
     fig = viz.retrieval_grid(**rows, title="lvis")
     viz.save(fig, tmp_path, "retrieval.png")
     assert (tmp_path / "retrieval.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_notebooks_05_to_07_on_streamed_data_with_benchmarks(data, tmp_path, monkeypatch):
+    """The series with DATA_ROOT = a packed store and BENCHMARKS set (papermill-style: a cell
+    after the parameters cell overrides them): the benchmark sections show tables, confusions
+    and retrieval grids, the tiny-world sections step aside."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cf = {k: str(v) for k, v in data["class_features"].items()}
+    override = (f"DATA_ROOT = {str(data['packed'])!r}\nBACKBONE = 'pointnet'\n"
+                f"BENCHMARKS = {{'modelnet40': {str(data['root'] / 'modelnet40_ply_hdf5_2048')!r},"
+                f" 'scanobjectnn': {str(data['root'] / 'h5_files') + ':obj_bg'!r},"
+                f" 'objaverse_lvis': {str(data['root'])!r}}}\nCLASS_FEATURES = {cf!r}\n")
+    for k, v in {"MMMIXLAB_SMOKE": "1", "MMMIXLAB_CACHE": str(tmp_path / "cache"),
+                 "MMMIXLAB_FIGURES": str(tmp_path / "figures"), "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(k, v)
+    shown = {}
+    for stem in ("05_zero_shot_and_linear_probe", "06_embeddings_and_hard_samples",
+                 "07_retrieval_figures"):
+        nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+        k = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+        nb.cells.insert(k + 1, nbformat.v4.new_code_cell(override))
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                  if o.output_type == "error"]
+        assert not errors, errors[0]["evalue"]
+        shown[stem] = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+    assert "modelnet40" in shown["05_zero_shot_and_linear_probe"]
+    assert "linear probe" in shown["05_zero_shot_and_linear_probe"]
+    assert "objaverse_lvis" in shown["07_retrieval_figures"]
+    figures = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    assert {"retrieval_modelnet40.png", "retrieval_objaverse_lvis.png"} <= figures
+    runs = sorted(p.name.split("-s")[0] for p in (tmp_path / "cache" / "runs").iterdir())
+    assert runs == ["baseline", "mm-mixing"]  # trained once on the store, shared by the series

@@ -33,7 +33,8 @@ def run(shapes: int = 3000, epochs: int = 2, nproc: int = 1, workers: int = 8,
     try:
         store = base / "store"
         points = 2048 if quick else 10000
-        write_store(store, shapes if not quick else 96, points, dim=64 if quick else 1280)
+        shapes = 96 if quick else shapes
+        write_store(store, shapes, points, dim=64 if quick else 1280)
         cmd = ["-m", "mmmixlab.cli", "train", "--preset", "paper", "--data", str(store),
                "--out", str(base / "run"), "--variant", "mm-mixing", "--epochs1", str(epochs),
                "--epochs2", str(epochs), "--workers", str(workers)]

@@ -126,3 +126,38 @@ def test_ablation_table(cache, tmp_path):
     assert "| baseline |" in md and "±" in md
     zs = [r["metrics"]["zs_test_top1"] for r in result["runs"] if r["row"] == "fm"]
     assert result["summary"]["fm"]["zs_test_top1"]["mean"] == pytest.approx(np.mean(zs))
+
+
+def test_tiny_world_run_on_released_benchmark_and_own_meshes(cache, tmp_path, capsys):
+    """A run on the embedded world, judged on files in ModelNet40's release and on a folder of
+    the user's meshes: class features from the run's own text encoder (no file given), and,
+    for folder classes the run was trained with, its class features matched by name."""
+    import trimesh
+
+    from tests.helpers import realdata
+    run = tmp_path / "run"
+    assert main(["train", "--variant", "baseline", "--out", str(run), "--cache", str(cache)]
+                + SMALL) == 0
+    mn = realdata.write_modelnet40_hdf5(tmp_path)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--benchmark", f"modelnet40={mn}"]) == 0
+    res = json.loads((run / "eval" / "modelnet40.json").read_text())
+    assert res["class_features"].startswith("text encoder synth-tiny, 64 templates")
+    assert res["num_classes"] == 40 and 0 <= res["zero_shot"]["top1"] <= 1
+    meshes = tmp_path / "meshes"
+    for cls, mesh in (("table", trimesh.creation.box((1.2, 0.8, 0.05))),
+                      ("lamp", trimesh.creation.cylinder(0.05, 1.0)),
+                      ("teapot", trimesh.creation.icosphere(2))):
+        (meshes / cls).mkdir(parents=True)
+        for i in range(2):
+            mesh.export(meshes / cls / f"{cls}{i}.ply")
+    folder = tmp_path / "mine"
+    assert main(["import-meshes", str(meshes), str(folder), "--points", "512",
+                 "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--data", str(folder)]) == 0
+    res = json.loads((run / "eval" / "mine.json").read_text())
+    assert res["class_features"].startswith("2 of 3 classes matched by name")
+    assert set(res["zero_shot"]["per_class"]) == {"lamp", "table", "teapot"}
+    out = capsys.readouterr().out
+    assert "modelnet40" not in out and "mine" in out

@@ -147,7 +147,8 @@ class RunModel:
 
         cfg, encoders, extra = load_run(run_dir, device=device, with_extra=True)
         cfg = cfg.replace(**{"train.device": str(device)})
-        return cls(Path(run_dir), cfg, final_encoder(encoders), extra["embed_dim"],
+        run_dir = Path(run_dir)
+        return cls(run_dir if run_dir.is_dir() else run_dir.parent, cfg, final_encoder(encoders), extra["embed_dim"],
                    extra.get("logit_scale", 1 / 0.07))
 
     @property

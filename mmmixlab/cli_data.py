@@ -6,6 +6,7 @@ Kept apart from :mod:`mmmixlab.cli` so the heavy training imports are not needed
     mmmixlab download openshape --subset shapenet|abo|3d-future|meta|objaverse[:A-B]|all
                       [--dest DIR] [--extract] [--checksums FILE] [--revision REV]
     mmmixlab download eval [--dest DIR] [--extract]
+    mmmixlab download run --subset USER/NAME --dest RUN   (then: mmmixlab eval --run RUN ...)
     mmmixlab import-meshes SRC OUT [--points N] [--views K] [--image-size S]
                       [--captions FILE] [--workers W] [--up y|z] [--seed S]
     mmmixlab pack SRC OUT [--num-points N] [--points-dtype float16|float32]
@@ -25,12 +26,14 @@ def add_subcommands(sub) -> None:
     """Register the data subcommands on an ``argparse`` subparsers object."""
     p = sub.add_parser("download", help="fetch OpenShape's data or the eval sets "
                                         "(huggingface_hub; resumable, checksummed)")
-    p.add_argument("what", choices=("openshape", "eval", "modelnet40", "scanobjectnn"),
-                   help="openshape (training data, needs --subset) or eval (OpenShape's "
-                        "meta_data.zip: ModelNet40/ScanObjectNN test clouds, LVIS split); "
+    p.add_argument("what", choices=("openshape", "eval", "run", "modelnet40", "scanobjectnn"),
+                   help="openshape (training data, needs --subset), eval (OpenShape's "
+                        "meta_data.zip: ModelNet40/ScanObjectNN test clouds, LVIS split), "
+                        "run (a shared run's safetensors encoders: --subset USER/NAME); "
                         "modelnet40/scanobjectnn print where to fetch their releases by hand")
     p.add_argument("--subset", help="meta, shapenet, abo, 3d-future, objaverse, objaverse:A-B "
-                                    "or all (comma-separated allowed)")
+                                    "or all (comma-separated allowed); for run: the Hub model "
+                                    "repo USER/NAME")
     p.add_argument("--dest", default="data/openshape", help="target folder")
     p.add_argument("--extract", action="store_true", help="unpack the archives after download")
     p.add_argument("--checksums", help="JSON {file: sha256} or sha256sum file; takes precedence "

@@ -93,9 +93,24 @@ def _parse_subset(subset: str | None) -> list[str]:
     return list(dict.fromkeys(files))
 
 
+RUN_FILES = ["encoders.safetensors", "config.json", "metrics.json"]
+
+
+def repo_type_of(what: str) -> str:
+    """Hub repository type: trained runs are model repos, data are dataset repos."""
+    return "model" if what.lower() == "run" else "dataset"
+
+
 def plan_files(what: str, subset: str | None = None) -> tuple[str, list[str]]:
-    """(repo id, file names) that ``download(what, subset)`` fetches."""
+    """(repo id, file names) that ``download(what, subset)`` fetches. ``what="run"``:
+    ``subset`` is the Hub model repo (``user/name``) of a shared run: its safetensors
+    encoders, config and metrics (never a pickle)."""
     what = what.lower()
+    if what == "run":
+        if not subset or "/" not in subset:
+            raise ValueError(f"download run needs --subset USER/NAME (a Hub model repo), got "
+                             f"{subset!r}")
+        return subset, list(RUN_FILES)
     if what == "openshape":
         return OPENSHAPE_REPO, _parse_subset(subset)
     if what == "eval":
@@ -106,16 +121,17 @@ def plan_files(what: str, subset: str | None = None) -> tuple[str, list[str]]:
                      f"(or see modelnet40 / scanobjectnn for hand-fetch instructions)")
 
 
-def _url(repo: str, filename: str, revision: str | None) -> str:
-    return f"https://huggingface.co/datasets/{repo}/resolve/{revision or 'main'}/{filename}"
+def _url(repo: str, filename: str, revision: str | None, repo_type: str = "dataset") -> str:
+    kind = "datasets/" if repo_type == "dataset" else ""
+    return f"https://huggingface.co/{kind}{repo}/resolve/{revision or 'main'}/{filename}"
 
 
 def _manual_message(reason: str, repo: str, files: list[str], dest: Path,
-                    revision: str | None) -> str:
+                    revision: str | None, repo_type: str = "dataset") -> str:
     lines = [reason, (f"Fetch these files of the Hugging Face dataset {repo} by hand on a "
                       f"connected machine and place them under {dest}:")]
     for f in files[:8]:
-        lines.append(f"  {_url(repo, f, revision)}\n      -> {dest / f}")
+        lines.append(f"  {_url(repo, f, revision, repo_type)}\n      -> {dest / f}")
     if len(files) > 8:
         lines.append(f"  ... and {len(files) - 8} more ({files[8]} ... {files[-1]})")
     lines.append("Then run the same command again: files already in place are verified and "
@@ -198,10 +214,11 @@ def _chain(err: BaseException):
         err = err.__cause__ or err.__context__
 
 
-def _published_checksums(api, repo: str, files: list[str], revision, token) -> dict:
+def _published_checksums(api, repo: str, files: list[str], revision, token,
+                         repo_type: str = "dataset") -> dict:
     """{file: (sha256 or None, size or None)} from the Hub's LFS metadata."""
     out = {}
-    infos = api.get_paths_info(repo, files, repo_type="dataset", revision=revision,
+    infos = api.get_paths_info(repo, files, repo_type=repo_type, revision=revision,
                                token=token)
     for info in infos:
         lfs = getattr(info, "lfs", None)
@@ -251,6 +268,7 @@ def download(what: str, subset: str | None = None, dest: str | Path = "data/open
     missing; ValueError on a checksum mismatch.
     """
     repo, files = plan_files(what, subset)
+    repo_type = repo_type_of(what)
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     state = _load_state(dest)
@@ -295,7 +313,7 @@ def download(what: str, subset: str | None = None, dest: str | Path = "data/open
             if absent:
                 raise RuntimeError(_manual_message(
                     "offline: HF_HUB_OFFLINE is set, so nothing can be downloaded.", repo,
-                    absent, dest, revision))
+                    absent, dest, revision, repo_type))
             for f in todo:  # all present, none checkable offline: accepted, marked unverified
                 print(f"warning: {dest / f} is present but unverified (no checksum offline; "
                       f"pass checksums= or run again online)")
@@ -307,15 +325,15 @@ def download(what: str, subset: str | None = None, dest: str | Path = "data/open
         except ImportError:
             raise RuntimeError(_manual_message(
                 "huggingface_hub is not installed (pip install huggingface_hub, or "
-                "pip install 'mmmixlab[hub]').", repo, todo, dest, revision)) from None
+                "pip install 'mmmixlab[hub]').", repo, todo, dest, revision, repo_type)) from None
         api = huggingface_hub.HfApi()
         try:
-            published = _published_checksums(api, repo, todo, revision, token)
+            published = _published_checksums(api, repo, todo, revision, token, repo_type)
         except Exception as e:
             if _is_offline_error(e):
                 raise RuntimeError(_manual_message(
                     f"cannot reach the Hugging Face Hub ({type(e).__name__}: {e}).", repo,
-                    todo, dest, revision)) from e
+                    todo, dest, revision, repo_type)) from e
             raise RuntimeError(f"could not read the file list of dataset {repo}: "
                                f"{type(e).__name__}: {e}") from e
         missing = [f for f in todo if f not in published]
@@ -333,13 +351,13 @@ def download(what: str, subset: str | None = None, dest: str | Path = "data/open
                 print(f"[{n + 1}/{len(todo)}] {repo}/{f}")
             try:
                 local = Path(huggingface_hub.hf_hub_download(
-                    repo, f, repo_type="dataset", revision=revision, local_dir=dest,
+                    repo, f, repo_type=repo_type, revision=revision, local_dir=dest,
                     token=token))
             except Exception as e:
                 if _is_offline_error(e):
                     raise RuntimeError(_manual_message(
                         f"download of {f} failed: the Hub is unreachable "
-                        f"({type(e).__name__}: {e}).", repo, todo[n:], dest, revision)) from e
+                        f"({type(e).__name__}: {e}).", repo, todo[n:], dest, revision, repo_type)) from e
                 raise RuntimeError(f"download of {repo}/{f} failed: {type(e).__name__}: {e}"
                                    ) from e
             digest = sha256_file(local) if expected else None

@@ -21,7 +21,8 @@ from .clip import FrozenCLIP, cached_features, load_frozen_clip, resolve_cache_d
 from .config import RunConfig
 from .data import SynthConfig, build_world, display_name, load_triplets, PROMPT_TEMPLATES
 from .evaluate import encode_points, linear_probe_cv, retrieval, zero_shot
-from .train import Trainer, TrainResult, resolve_device, save_final
+from .train import (Trainer, TrainResult, final_encoder, read_run_state, resolve_device,
+                    save_final)
 
 SPLITS = ("train", "test", "scan")
 
@@ -254,29 +255,14 @@ def write_json(obj, path) -> Path:
     return path
 
 
-def final_encoder(encoders: dict):
-    """The encoder a run is judged by: the last one trained (B for two-encoder variants)."""
-    return encoders["B"] if "B" in encoders else encoders["A"]
-
-
 def load_run(run_dir, device="cpu", with_extra: bool = False):
-    """(config, encoders) of a finished run from its ``final.pt`` (plus ``{"embed_dim",
-    "logit_scale"}`` with ``with_extra``). Read with ``weights_only=True``: a crafted file
-    cannot run code; a malformed one gets an error naming the file and what is wrong."""
+    """(config, encoders) of a finished run (plus ``{"embed_dim", "logit_scale"}`` with
+    ``with_extra``) from its folder's ``final.pt`` or ``encoders.safetensors``, or either
+    file. Read with ``weights_only=True`` / safetensors: a crafted file cannot run code; a
+    malformed one gets an error naming the file and what is wrong."""
     from .encoders import create_point_encoder
 
-    path = Path(run_dir) / "final.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no finished run at {run_dir} (missing {path})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable run file (corrupt, or it holds objects the "
-                         f"safe loader refuses: {type(err).__name__}: {str(err)[:300]})") from err
-    missing = [k for k in ("config", "encoders", "embed_dim") if k not in state] \
-        if isinstance(state, dict) else ["a dict"]
-    if missing:
-        raise ValueError(f"{path}: not a mmmixlab run file: lacks {missing}")
+    state, path = read_run_state(run_dir)
     try:
         cfg = RunConfig.from_dict(state["config"])
     except (ValueError, TypeError) as err:
@@ -296,7 +282,7 @@ def load_run(run_dir, device="cpu", with_extra: bool = False):
         encoders[name] = enc.to(device).eval()
     if not with_extra:
         return cfg, encoders
-    final = "B" if "B" in encoders else "A"
+    final = "B" if "B" in encoders else "A"  # the encoder final_encoder() picks
     scale = state.get("logit_scales", {}).get(final, {}).get("log_scale")
     extra = {"embed_dim": int(state["embed_dim"]),
              "logit_scale": float(scale.exp().clamp(max=100)) if scale is not None else 1 / 0.07}

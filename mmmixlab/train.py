@@ -101,7 +101,12 @@ class TrainResult:
 
     @property
     def final_encoder(self) -> nn.Module:
-        return self.encoders["B"] if "B" in self.encoders else self.encoders["A"]
+        return final_encoder(self.encoders)
+
+
+def final_encoder(encoders: dict) -> nn.Module:
+    """The encoder a run is judged by: the last one trained (B for two-encoder variants)."""
+    return encoders["B"] if "B" in encoders else encoders["A"]
 
 
 class Trainer:
@@ -169,9 +174,10 @@ class Trainer:
         refuses a stage-1 file that changed since."""
         if self.cfg.train.variant != "mm-mixing":
             raise ValueError("train.stage1_checkpoint applies to the mm-mixing variant only")
-        path = path / "final.pt" if path.is_dir() else path
-        if not path.exists():
-            raise FileNotFoundError(f"stage-1 checkpoint not found: {path}")
+        try:
+            state, path = read_run_state(path)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"stage-1 checkpoint not found: {err}") from err
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
         if self.out_dir is not None and self.main:
             record = self.out_dir / "stage1.json"
@@ -183,7 +189,6 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps({"path": str(path.resolve()), "sha1": digest}))
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
             self.encoders["A"].load_state_dict(state["encoders"]["A"])
         except Exception as err:
             raise ValueError(f"{path} holds no stage-1 encoder matching this config: {err}") from err
@@ -626,8 +631,14 @@ def _config_diff(a: dict, b: dict, ignore=(), prefix="") -> list:
     return out
 
 
+SAFETENSORS_NAME = "encoders.safetensors"
+
+
 def save_final(result: TrainResult, cfg: RunConfig, path: os.PathLike) -> Optional[Path]:
-    """All trained state dicts, logit scales and the config, written atomically (rank 0)."""
+    """All trained state dicts, logit scales and the config, written atomically (rank 0):
+    ``final.pt`` and, for sharing, ``encoders.safetensors`` beside it (the same tensors in the
+    Hub's safe format, the config and feature width in its metadata; see
+    :func:`save_safetensors`)."""
     if not dist_utils.is_main_process():
         return None
     path = Path(path)
@@ -638,4 +649,80 @@ def save_final(result: TrainResult, cfg: RunConfig, path: os.PathLike) -> Option
                 "logit_scales": {n: s.state_dict() for n, s in result.logit_scales.items()},
                 "history": result.history}, tmp)
     os.replace(tmp, path)
+    save_safetensors(result.encoders, result.logit_scales, cfg, result.embed_dim,
+                     path.parent / SAFETENSORS_NAME)
     return path
+
+
+def save_safetensors(encoders: dict, logit_scales: dict, cfg: RunConfig, embed_dim: int,
+                     path: os.PathLike) -> Path:
+    """Encoders as ``safetensors``: tensor ``"{A|B}.{parameter}"`` per weight and
+    ``"logit_scale.{A|B}"``; metadata ``mmmixlab`` = JSON {config, embed_dim, encoders}."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"{n}.{k}": v.detach().cpu().contiguous()
+               for n, e in encoders.items() for k, v in e.state_dict().items()}
+    tensors.update({f"logit_scale.{n}": s.log_scale.detach().cpu().reshape(1)
+                    for n, s in logit_scales.items()})
+    meta = {"mmmixlab": json.dumps({"config": cfg.to_dict(), "embed_dim": int(embed_dim),
+                                    "encoders": sorted(encoders)}), "format": "pt"}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_safetensors(path: os.PathLike) -> dict:
+    """What :func:`save_safetensors` wrote, as a ``final.pt``-shaped dict (config, embed_dim,
+    encoders {name: state dict}, logit_scales {name: {"log_scale": t}}). Errors name the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("mmmixlab", "null"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # noqa: BLE001 (a corrupt header raises several types)
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    if not isinstance(meta, dict) or not {"config", "embed_dim", "encoders"} <= set(meta):
+        raise ValueError(f"{path}: a safetensors file without mmmixlab's metadata (config, "
+                         f"embed_dim, encoders)")
+    out = {"config": meta["config"], "embed_dim": meta["embed_dim"], "encoders": {},
+           "logit_scales": {}}
+    for name in meta["encoders"]:
+        prefix = f"{name}."
+        out["encoders"][name] = {k[len(prefix):]: v for k, v in tensors.items()
+                                 if k.startswith(prefix)}
+        if f"logit_scale.{name}" in tensors:
+            out["logit_scales"][name] = {"log_scale": tensors[f"logit_scale.{name}"].reshape(())}
+    return out
+
+
+def read_run_state(path: os.PathLike) -> tuple[dict, Path]:
+    """A finished run's state from a run folder (``final.pt``, else ``encoders.safetensors``)
+    or either file, read without running code: ``(state, file)``. ``state`` is
+    ``final.pt``-shaped (config, embed_dim, encoders, logit_scales[, history])."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "final.pt", path / SAFETENSORS_NAME]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"no finished run at {path} (missing "
+                                    f"{' and '.join(c.name for c in candidates)})")
+        path = found
+    elif not path.is_file():
+        raise FileNotFoundError(f"no finished run at {path} (no such folder or file; a run "
+                                f"folder holds final.pt or {SAFETENSORS_NAME})")
+    if path.suffix == ".safetensors":
+        return load_safetensors(path), path
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable run file (corrupt, or it holds objects the "
+                         f"safe loader refuses: {type(err).__name__}: {str(err)[:300]})") from err
+    missing = [k for k in ("config", "encoders", "embed_dim") if k not in state] \
+        if isinstance(state, dict) else ["a dict at the top level"]
+    if missing:
+        raise ValueError(f"{path}: not a mmmixlab run file: lacks {missing}")
+    return state, path

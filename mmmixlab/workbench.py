@@ -107,7 +107,7 @@ class Run:
     @property
     def encoder(self) -> torch.nn.Module:
         """The encoder that is evaluated: B for two-encoder variants, else A."""
-        return self.encoders["B"] if "B" in self.encoders else self.encoders["A"]
+        return pipeline.final_encoder(self.encoders)
 
     @property
     def history(self) -> list:
@@ -180,7 +180,7 @@ def point_features(run: Run, world: pipeline.World) -> dict:
     """Unit 3D features of every split, ``{split: (S, D)}``, cached beside the run."""
     path = run.path / "point_features.pt"
     if path.exists():
-        return torch.load(path, map_location="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
     feats = pipeline.point_features(run.encoder, world, run.cfg)
     torch.save(feats, path)
     return feats

@@ -422,7 +422,7 @@ def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top
     ``{"file", "error"}``. Scores are the softmax over the classes of the run's logit scale
     times the cosine similarity (CLIP's probabilities)."""
     from .data import PROMPT_TEMPLATES
-    from .data.meshes import MESH_EXTENSIONS as MESH_SUFFIXES, sample_mesh
+    from .data.meshes import SHAPE_EXTENSIONS as MESH_SUFFIXES, sample_mesh
 
     classes = [c.strip() for c in classes if c.strip()]
     if len(classes) < 2:
@@ -447,8 +447,8 @@ def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top
             elif suffix in MESH_SUFFIXES:
                 cloud, _ = sample_mesh(path, num_points=points, up_axis=up_axis)
             else:
-                raise ValueError(f"unsupported file type {suffix!r} (meshes: "
-                                 f"{', '.join(MESH_SUFFIXES)}; points: .npy, .npz)")
+                raise ValueError(f"unsupported file type {suffix!r} (meshes and scans: "
+                                 f"{', '.join(MESH_SUFFIXES)}; arrays: .npy, .npz)")
         except Exception as err:  # noqa: BLE001 (a bad file is reported by name, others go on)
             out.append({"file": str(path), "error": f"{type(err).__name__}: {err}"})
             continue

@@ -203,7 +203,7 @@ def test_captions_files_and_names(tmp_path):
 def test_empty_folder_and_nothing_importable(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no meshes")
-    with pytest.raises(FileNotFoundError, match=r"empty: no mesh files found"):
+    with pytest.raises(FileNotFoundError, match=r"empty: no mesh or point files found"):
         import_meshes(tmp_path / "empty", tmp_path / "out", progress=False)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.stl").write_bytes(b"")
@@ -248,3 +248,39 @@ def test_cli_import_meshes(mesh_src, tmp_path, capsys):
     assert "imported 2 of 2 mesh files" in capsys.readouterr().out
     assert len(load_triplets(tmp_path / "o")) == 2
     assert dispatch(argparse.Namespace(command="train")) is None  # not a data command
+
+
+def test_scans_and_point_files_are_read_with_open3d(tmp_path):
+    """Point files a user has on disk (.pcd, .xyz, .xyzrgb, .pts) import like meshes; bad ones
+    (empty, NaN, wrong fields) are named in the report with the reason."""
+    import open3d as o3d
+
+    from mmmixlab.data import import_meshes, load_triplets
+    rng = np.random.default_rng(0)
+    src = tmp_path / "scans"
+    (src / "rock").mkdir(parents=True)
+    xyz, rgb = rng.normal(size=(400, 3)), rng.uniform(size=(400, 3))
+    pcd = o3d.geometry.PointCloud()
+    pcd.points, pcd.colors = o3d.utility.Vector3dVector(xyz), o3d.utility.Vector3dVector(rgb)
+    o3d.io.write_point_cloud(str(src / "rock" / "a.pcd"), pcd)
+    np.savetxt(src / "rock" / "b.xyzrgb", np.hstack([xyz, rgb]))
+    np.savetxt(src / "rock" / "c.xyz", xyz * 5 + 3)
+    bad_nan = xyz.copy()
+    bad_nan[7] = np.nan
+    np.savetxt(src / "rock" / "nan.xyz", bad_nan)
+    (src / "rock" / "fields.xyz").write_text("1 2\n3 4\n")
+    (src / "rock" / "empty.pcd").write_text("")
+    report = import_meshes(src, tmp_path / "out", points=256, views=1, workers=1,
+                           progress=False)
+    assert report["num_imported"] == 3
+    reasons = {s["file"]: s["reason"] for s in report["skipped"]}
+    assert "NaN or inf" in reasons["rock/nan.xyz"]
+    assert "no points read" in reasons["rock/fields.xyz"]
+    assert "empty file" in reasons["rock/empty.pcd"]
+    ts = load_triplets(tmp_path / "out")
+    pts = np.asarray(ts.points)
+    assert pts.shape == (3, 256, 6) and np.isfinite(pts).all()
+    radius = np.linalg.norm(pts[..., :3], axis=-1).max(1)
+    np.testing.assert_allclose(radius, 1.0, atol=1e-5)  # unit sphere, whatever the file scale
+    colours = {n.split("/")[-1]: pts[i, :, 3:].std() for i, n in enumerate(ts.names)}
+    assert colours["a"] > 0.1 and colours["b"] > 0.1 and colours["c"] < 1e-6  # grey: no colour

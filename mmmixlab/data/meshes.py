@@ -59,9 +59,13 @@ import numpy as np
 
 from .prompts import fix_articles
 
-__all__ = ["MESH_EXTENSIONS", "find_meshes", "import_meshes", "read_captions", "sample_mesh"]
+__all__ = ["MESH_EXTENSIONS", "POINT_EXTENSIONS", "SHAPE_EXTENSIONS", "find_meshes",
+           "import_meshes", "read_captions", "read_point_file", "sample_mesh"]
 
 MESH_EXTENSIONS = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
+# Scans and point clouds, read with open3d's IO (a point-cloud .ply is read by trimesh above)
+POINT_EXTENSIONS = (".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
+SHAPE_EXTENSIONS = MESH_EXTENSIONS + POINT_EXTENSIONS
 DEFAULT_GREY = 0.4
 _GENERIC = {"model", "models", "mesh", "meshes", "model_normalized", "scene", "object",
             "untitled", "export", "textured", "texture", "obj", "geometry", "source", "raw",
@@ -80,11 +84,11 @@ def find_meshes(src) -> list[Path]:
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: mesh folder not found")
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in
-                   MESH_EXTENSIONS and not any(part.startswith(".") for part in
-                                               p.relative_to(src).parts))
+                   SHAPE_EXTENSIONS and not any(part.startswith(".") for part in
+                                                p.relative_to(src).parts))
     if not files:
-        raise FileNotFoundError(f"{src}: no mesh files found (looked for "
-                                f"{', '.join(MESH_EXTENSIONS)} below it)")
+        raise FileNotFoundError(f"{src}: no mesh or point files found (looked for "
+                                f"{', '.join(SHAPE_EXTENSIONS)} below it)")
     return files
 
 
@@ -297,6 +301,12 @@ def sample_mesh(path, num_points: int = 2048, seed: int = 0, up_axis: str = "y"
         warn.extend(_mtl_warnings(path))
     if path.stat().st_size == 0:
         raise MeshError("empty file (0 bytes)")
+    if path.suffix.lower() in POINT_EXTENSIONS:
+        xyz, rgb = read_point_file(path)
+        pick = np.random.default_rng(seed).choice(len(xyz), num_points,
+                                                  replace=len(xyz) < num_points)
+        return _finish_cloud(xyz[pick], rgb[pick], up_axis,
+                             warn + [f"point file: sampled from its {len(xyz)} points"])
     log = logging.getLogger("trimesh")
     records: list[str] = []
 
@@ -410,6 +420,37 @@ def sample_mesh(path, num_points: int = 2048, seed: int = 0, up_axis: str = "y"
         raise MeshError(f"no surface area: all {n_faces} faces are degenerate (zero area)"
                         if n_faces else "no faces and no points to sample")
 
+    return _finish_cloud(xyz, rgb, up_axis, warn)
+
+
+def read_point_file(path) -> tuple[np.ndarray, np.ndarray]:
+    """A scan or point cloud (``.pcd``, ``.xyz``, ``.xyzn``, ``.xyzrgb``, ``.pts``) read with
+    open3d's IO -> (xyz (P, 3) float64, rgb (P, 3) in [0, 1], grey 0.4 where the file has none).
+    Raises :class:`MeshError` for files open3d cannot parse, without points, or with NaN."""
+    try:
+        import open3d as o3d
+    except ImportError as err:  # open3d needs Debian's libusb-1.0-0 (scripts/system-deps.sh)
+        raise MeshError(f"reading {Path(path).suffix} files needs open3d ({err}); install it "
+                        f"with pip install open3d (and on Debian: sudo apt-get install "
+                        f"libusb-1.0-0)") from err
+    path = Path(path)
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)  # we report, not it
+    pcd = o3d.io.read_point_cloud(str(path), format="auto", remove_nan_points=False,
+                                  remove_infinite_points=False, print_progress=False)
+    xyz = np.asarray(pcd.points, dtype=np.float64)
+    if len(xyz) == 0:
+        raise MeshError(f"no points read (empty, or not a {path.suffix} point file open3d can "
+                        f"parse: expected fields x y z [r g b | nx ny nz] per line/point)")
+    bad = ~np.isfinite(xyz).all(1)
+    if bad.any():
+        raise MeshError(f"{int(bad.sum())} of {len(xyz)} points have NaN or inf coordinates")
+    rgb = np.asarray(pcd.colors, dtype=np.float64) if pcd.has_colors() else \
+        np.full_like(xyz, DEFAULT_GREY)
+    return xyz, rgb
+
+
+def _finish_cloud(xyz, rgb, up_axis: str, warn: list) -> tuple[np.ndarray, list[str]]:
+    """Up axis, unit sphere and colour clean-up shared by meshes and point files."""
     if up_axis == "y":  # +y up, +z front  ->  +z up, -y front
         xyz = np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], axis=1)
     xyz = xyz - xyz.mean(0)

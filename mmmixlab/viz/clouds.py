@@ -88,7 +88,8 @@ def mix_clouds(p1, p2, lam: float, variant: str = "knn", seed: int = 0,
     n = min(len(a), len(b))
     a, b = a[:n], b[:n]
     g = torch.Generator().manual_seed(int(seed))
-    mix = input_mix(torch.from_numpy(a)[None], torch.from_numpy(b)[None], float(lam),
+    # torch.tensor copies: a read-only memory map must not reach torch.from_numpy (warning)
+    mix = input_mix(torch.tensor(a)[None], torch.tensor(b)[None], float(lam),
                     variant, generator=g)
     return MixedPair(a, b, mix.points[0].numpy(), mix.from_first[0].numpy(),
                      float(mix.lam[0]))

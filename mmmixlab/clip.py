@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import bar as tqdm
 
 from .config import ClipConfig
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from . import progress as progress_out
 
 from . import distributed as dist_utils
 from .batches import Batch, TripletBatches
@@ -418,7 +418,7 @@ class Trainer:
                              "epoch": epoch + 1, "path": bad["path"], "reason": bad["reason"],
                              "unreadable_so_far": total})
             if self.progress:
-                tqdm.write(f"skipped unreadable shape {bad['path']}: {bad['reason']}")
+                progress_out.write(f"skipped unreadable shape {bad['path']}: {bad['reason']}")
         else:
             print(f"rank {dist_utils.rank()}: skipped unreadable shape {bad['path']}: "
                   f"{bad['reason']}", file=sys.stderr, flush=True)
@@ -513,9 +513,11 @@ class Trainer:
         tc = self.cfg.train
         sums: dict = dict((partial or {}).get("sums", {}))
         seconds = (partial or {}).get("seconds", 0.0)
-        bar = tqdm(self.batches.iterate(order, self.local_generator, start=skip),
-                   total=len(self.batches) - skip, disable=not self.progress, leave=False,
-                   desc=f"{phase.name} {epoch + 1}/{phase.epochs}")
+        # a bar in a terminal or notebook; in a log, the epoch's line below is enough
+        show_bar = self.progress and progress_out.interactive()
+        bar = progress_out.bar(self.batches.iterate(order, self.local_generator, start=skip),
+                               total=len(self.batches) - skip, disable=not show_bar,
+                               leave=False, desc=f"{phase.name} {epoch + 1}/{phase.epochs}")
         step = skip
         samples = self.batches.batch_size * dist_utils.world_size()
         data_seconds, skipped = (partial or {}).get("data_seconds", 0.0), 0
@@ -556,7 +558,8 @@ class Trainer:
                                  "logit_scale": float(scale().detach()),
                                  "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
                                  "data_wait_s": t0 - t_wait})
-            bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{scale.temperature:.4f}")
+            if show_bar:  # .item() waits for the device: only when someone watches
+                bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{scale.temperature:.4f}")
             if tc.checkpoint_every and done % tc.checkpoint_every == 0 \
                     and step < len(self.batches):
                 self._save(phase_idx, epoch, step, order, opt, sched, done,
@@ -580,8 +583,7 @@ class Trainer:
         done = global_step + len(self.batches) - skip
         self._write_log({"kind": "epoch", "step": done, **record})
         if self.progress:
-            tqdm.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                   for k, v in record.items()}))
+            progress_out.write(epoch_line(record, phase.epochs))
         if on_epoch is not None:
             on_epoch(record)
         if last_epoch:
@@ -608,6 +610,19 @@ def _numpy_rng_to_tensors() -> tuple:
 def _numpy_rng_from_tensors(state) -> tuple:
     name, keys, pos, has_gauss, cached = state
     return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """One readable line per epoch: ``stage1 epoch 3/15  loss 2.310  T 0.0660  ...``."""
+    skip = {"phase", "epoch", "seconds", "data_seconds", "lr", "temperature", "loss"}
+    parts = [f"{record['phase']} epoch {record['epoch']}/{epochs}",
+             f"loss {record.get('loss', float('nan')):.3f}",
+             f"T {record.get('temperature', float('nan')):.4f}"]
+    parts += [f"{k.replace('zero_shot_', 'zs ').replace('_top1', ' top1')} {v:.3f}"
+              for k, v in record.items()
+              if k not in skip and not k.startswith("loss_") and isinstance(v, float)]
+    parts.append(f"{record.get('seconds', 0.0):.1f} s (data {record.get('data_seconds', 0.0):.1f} s)")
+    return "  ".join(parts)
 
 
 def enable_determinism() -> None:

@@ -143,3 +143,34 @@ def test_stage2_from_a_finished_stage1_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="stage-1 checkpoint"):
         Trainer(toy_cfg("mm-mixing", **{"train.stage1_checkpoint": str(tmp_path / "none.pt")}),
                 toy_batches(), embed_dim=16, progress=False)
+
+
+def test_logs_read_well_outside_a_terminal():
+    """Output to a file (CI, nohup, make demo > log): one plain line per epoch, no
+    carriage-return redraws; MMMIXLAB_PROGRESS=bar brings the bars back."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    code = ("from mmmixlab.train import Trainer\n"
+            "from mmmixlab.progress import bar\n"
+            "from tests.helpers.toy import toy_batches, toy_cfg\n"
+            "for _ in bar(range(100000), desc='count'): pass\n"
+            "Trainer(toy_cfg('mm-mixing', **{'train.epochs_stage1': 2}), toy_batches(),"
+            " embed_dim=16).fit()\n")
+    env = {k: v for k, v in os.environ.items() if k != "MMMIXLAB_PROGRESS"}
+    env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                       timeout=300)  # bytes: text mode would turn every \r into \n
+    assert r.returncode == 0, r.stderr.decode()
+    out = (r.stdout + r.stderr).decode()
+    epochs = [ln for ln in out.splitlines() if " epoch " in ln]
+    assert [ln.split()[0:3] for ln in epochs] == [["stage1", "epoch", "1/2"],
+                                                  ["stage1", "epoch", "2/2"],
+                                                  ["stage2", "epoch", "1/1"]]
+    assert all("loss" in ln and not ln.lstrip().startswith("{") for ln in epochs)
+    assert out.count("\r") <= 2  # the counter: its first and last state, no redraws
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                       env=dict(env, MMMIXLAB_PROGRESS="bar"), timeout=300)
+    assert r.stderr.count(b"\r") > 10

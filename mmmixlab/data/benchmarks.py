@@ -435,7 +435,7 @@ def _read_modelnet_txt(path: Path) -> np.ndarray:
 
 
 def _modelnet_txt(d: Path, split: str, opts: dict) -> PointDataset:
-    from tqdm.auto import tqdm
+    from ..progress import bar as tqdm
 
     names_file = d / "modelnet40_shape_names.txt"
     class_names = _read_names(names_file)

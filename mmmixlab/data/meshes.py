@@ -546,7 +546,7 @@ def import_meshes(src, out, points: int = 2048, views: int = 2, image_size: int 
     bad arguments, an empty ``src``, an unreadable captions file, or when no file at all could
     be imported.
     """
-    from tqdm.auto import tqdm
+    from ..progress import bar as tqdm
 
     from .triplets import TripletSet, write_triplets
 

@@ -185,7 +185,7 @@ def pack_triplets(src, out_dir, *, num_points: int | None = None,
       and requires every shape to have the first shape's count; others are skipped/raise).
     Returns the manifest dict.
     """
-    from tqdm.auto import tqdm
+    from ..progress import bar as tqdm
 
     if points_dtype not in _DTYPES or feat_dtype not in _DTYPES:
         raise ValueError(f"dtypes must be one of {list(_DTYPES)}, got {points_dtype!r}, "

@@ -1,0 +1,53 @@
+"""Progress output that reads well wherever it lands.
+
+In a terminal or a notebook: tqdm bars (``tqdm.auto``: widgets in Jupyter). Anywhere else (CI,
+``nohup``, ``make demo > log``): no carriage-return redraws; a bar prints at most one line every
+``LOG_INTERVAL`` seconds, and the trainer prints one plain line per epoch instead of a bar.
+``MMMIXLAB_PROGRESS=bar|lines`` forces either mode.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tqdm.auto import tqdm
+
+__all__ = ["bar", "interactive", "write"]
+
+LOG_INTERVAL = 30.0  # seconds between progress lines when the output is a log
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    try:
+        ip = shell.get_ipython() if shell is not None else None
+    except Exception:  # noqa: BLE001 (any IPython oddity means: not a notebook)
+        return False
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+
+
+def interactive() -> bool:
+    """True when progress can be redrawn in place: a terminal or a notebook."""
+    forced = os.environ.get("MMMIXLAB_PROGRESS", "").strip().lower()
+    if forced in ("bar", "lines"):
+        return forced == "bar"
+    stream = sys.stderr
+    return _in_notebook() or bool(getattr(stream, "isatty", lambda: False)())
+
+
+def bar(iterable=None, **kwargs):
+    """``tqdm`` in a terminal or notebook; outside them the same counter, but printed as a
+    plain line at most every ``LOG_INTERVAL`` seconds (and at the end)."""
+    if not interactive():
+        kwargs.setdefault("mininterval", LOG_INTERVAL)
+        kwargs.setdefault("maxinterval", LOG_INTERVAL * 2)
+        kwargs.setdefault("ascii", True)
+        kwargs.setdefault("dynamic_ncols", False)
+        kwargs.setdefault("ncols", 100)
+    return tqdm(iterable, **kwargs)
+
+
+def write(line: str) -> None:
+    """One line that does not break a bar being drawn."""
+    tqdm.write(line)

@@ -1,14 +1,11 @@
-"""The notebook series: committed clean, one `parameters` cell each, and runnable top to bottom.
+"""The notebook series: committed clean, with one `parameters` cell each.
 
-The run tests execute every notebook in order (as `nbmake` would: a fresh kernel per notebook,
-working directory `notebooks/`) with ``MMMIXLAB_SMOKE=1`` and one temporary cache shared by
-the whole series, so each notebook also proves it reuses what the earlier ones built. Set
-``MMMIXLAB_TEST_CACHE`` to keep that cache between sessions; figures go to a temporary folder.
+Running them top to bottom is nbmake's job: ``make test`` runs ``pytest --nbmake notebooks``
+(``notebooks/conftest.py`` shrinks the parameters and shares one cache; the series' outputs are
+checked by ``notebooks/test_series_outputs.py``).
 """
 
 import ast
-import os
-import time
 from pathlib import Path
 
 import nbformat
@@ -16,9 +13,8 @@ import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-SHARED = ("SMOKE", "DATA_ROOT", "CLIP", "BACKBONE", "EPOCHS_STAGE1", "EPOCHS_STAGE2",
-          "BATCH_SIZE", "DEVICE", "SEED", "CACHE", "FIGURES")
-TIMINGS: dict = {}
+SHARED = ("SMOKE", "DATA_ROOT", "BENCHMARKS", "CLASS_FEATURES", "CLIP", "BACKBONE",
+          "EPOCHS_STAGE1", "EPOCHS_STAGE2", "BATCH_SIZE", "DEVICE", "SEED", "CACHE", "FIGURES")
 
 
 def read(path):
@@ -84,57 +80,3 @@ def test_strip_notebook(tmp_path):
     nbformat.write(nb, path)
     assert strip_notebook(path) and not strip_notebook(path)
     assert nbformat.reads(path.read_text(), as_version=4) == read(NOTEBOOKS[0])
-
-
-@pytest.fixture(scope="module")
-def smoke_env(tmp_path_factory):
-    cache = os.environ.get("MMMIXLAB_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
-    env = {"MMMIXLAB_SMOKE": "1", "MMMIXLAB_CACHE": cache, "HF_HUB_OFFLINE": "1",
-           "MMMIXLAB_FIGURES": str(tmp_path_factory.mktemp("figures")),
-           # idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning
-           # threads made a tiny-CLIP step ~10x slower (the Makefile exports the same)
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    if TIMINGS:
-        print("\nnotebook seconds (smoke): " + ", ".join(f"{k} {v:.0f}" for k, v in
-                                                        TIMINGS.items()))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, smoke_env):
-    from nbclient import NotebookClient
-
-    nb = read(path)
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
-    TIMINGS[path.stem] = time.perf_counter() - start
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "error"]
-    assert not errors
-    assert nb.cells[-1].cell_type == "markdown" or nb.cells[-1].outputs
-
-
-@pytest.mark.slow
-def test_series_shared_its_cache_and_wrote_its_figures(smoke_env):
-    if len(TIMINGS) < len(NOTEBOOKS):
-        pytest.skip("needs the whole series run in this session")
-    if not os.environ.get("MMMIXLAB_TEST_CACHE"):  # a fresh cache: every run trained once
-        runs = sorted(p.name.split("-s")[0] for p in
-                      (Path(smoke_env["MMMIXLAB_CACHE"]) / "runs").iterdir())
-        assert runs == ["baseline", "mm-mixing"], runs
-        assert len(list((Path(smoke_env["MMMIXLAB_CACHE"]) / "clip").glob("*.pt"))) == 1
-    written = {p.name for p in Path(smoke_env["MMMIXLAB_FIGURES"]).glob("*.png")}
-    expected = {"mixing.png", "triplets_train.png", "umap_mmmixing.png", "umap_baseline.png",
-                "confusion_mmmixing.png", "hard_samples.png", "retrieval_pc2pc.png",
-                "retrieval_img2pc.png", "retrieval_text2pc.png", "ablation_table3.png",
-                "ablation_table4.png", "ablation_table5.png"}
-    assert expected <= written, expected - written

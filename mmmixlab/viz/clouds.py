@@ -53,8 +53,11 @@ def _scatter(points: np.ndarray, name: str, color, size: float = 2.5) -> go.Scat
 def _style_scenes(fig: go.Figure, height: int) -> go.Figure:
     axis = {"visible": False, "range": [-1.05, 1.05]}
     fig.update_scenes(aspectmode="cube", xaxis=axis, yaxis=axis, zaxis=axis, camera=_CAMERA)
-    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 40, "b": 0},
+    # autosize: the figure follows its output's width (a FigureWidget otherwise stays 700 px
+    # and cuts the subplot titles); titles get a smaller font so three fit side by side
+    fig.update_layout(height=height, autosize=True, margin={"l": 0, "r": 0, "t": 40, "b": 0},
                       legend={"orientation": "h", "y": -0.02}, paper_bgcolor="white")
+    fig.update_annotations(font_size=12)
     return fig
 
 
@@ -184,7 +187,8 @@ def feature_mix_figure(first: dict, second: dict, class_feats, classes: Sequence
                                      showlegend=col == 1, line={"color": "#888", "width": 1}),
                           1, col)
     fig.update_xaxes(title_text="λ (share of source 1)", range=[0, 1])
-    fig.update_layout(height=height, margin={"l": 40, "r": 10, "t": 40, "b": 40})
+    fig.update_layout(height=height, autosize=True,
+                      margin={"l": 40, "r": 10, "t": 40, "b": 40})
     return fig
 
 
@@ -229,6 +233,8 @@ class MixingExplorer:
         }
         self.cloud = go.FigureWidget(self.cloud_figure())
         self.feature = go.FigureWidget(self.feature_figure()) if self._has_features else None
+        for fw in filter(None, (self.cloud, self.feature)):
+            fw.layout.autosize, fw.layout.width = True, None
         self.captions = w.HTML(self.captions_html())
         for control in self.controls.values():
             control.observe(self._on_change, names="value")

@@ -47,7 +47,8 @@ def training_curves(history: Sequence[dict], title: str | None = None,
                                      name=f"zero-shot {split}", mode="lines+markers",
                                      line={"color": color}), 1, 3)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title=title, height=height, margin={"l": 40, "r": 10, "t": 60, "b": 40})
+    fig.update_layout(title=title, height=height, autosize=True,
+                      margin={"l": 40, "r": 10, "t": 60, "b": 40})
     return fig
 
 

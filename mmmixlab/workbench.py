@@ -60,6 +60,9 @@ def notebook_config(data_root: str | None = None, clip: str = "synth-tiny",
     ``smoke`` applies :data:`SMOKE_OVERRIDES` after everything else; ``overrides`` are dotted
     config fields (``**{"mix.beta": 0.4}``).
     """
+    if data_root is not None and not Path(data_root).expanduser().exists():
+        raise FileNotFoundError(f"DATA_ROOT {data_root!r} does not exist (a triplet folder, a "
+                                f"packed store or OpenShape's files; None: the embedded world)")
     model, sep, pretrained = clip.partition("/")
     cache = str(resolve_cache_dir(str(Path(cache).expanduser()) if cache else None))
     updates = {"data.root": None if data_root is None else str(Path(data_root).expanduser()),

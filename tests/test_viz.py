@@ -339,3 +339,9 @@ def test_retrieval_rows_and_examples(triplets, features):
     assert text["queries"] == ["a desk number 3"]
     fig = viz.retrieval_grid(**text)
     assert len(fig.axes) == 3
+
+
+def test_notebook_config_names_a_missing_data_root(tmp_path):
+    from mmmixlab import workbench
+    with pytest.raises(FileNotFoundError, match=r"DATA_ROOT '.*nowhere' does not exist"):
+        workbench.notebook_config(str(tmp_path / "nowhere"))

@@ -39,7 +39,7 @@ class TripletBatches:
     def __init__(self, points, features: TripletFeatures, num_points: int = 1024,
                  in_channels: int = 6, batch_size: int = 64, augment: bool = True,
                  rgb_dropout: float = 0.5, drop_last: bool = True, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, sampling: str = "random"):
         points = points.float() if isinstance(points, torch.Tensor) else torch.as_tensor(
             np.array(points, dtype=np.float32))
         if points.dim() != 3 or points.shape[-1] != 6:
@@ -58,6 +58,9 @@ class TripletBatches:
         self.num_points, self.in_channels = num_points, in_channels
         self.batch_size, self.augment, self.rgb_dropout = batch_size, augment, rgb_dropout
         self.drop_last = drop_last
+        if sampling not in ("random", "fps"):
+            raise ValueError(f"sampling must be 'random' or 'fps', got {sampling!r}")
+        self.sampling = sampling
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
@@ -88,7 +91,12 @@ class TripletBatches:
     def make_batch(self, idx: torch.Tensor, generator: Optional[torch.Generator]) -> Batch:
         clouds = self.points[idx]
         b, p, _ = clouds.shape
-        keep = torch.rand(b, p, generator=generator).argsort(dim=1)[:, :self.num_points]
+        if self.sampling == "fps":  # the paper's stage-2 resampling; a random start point
+            from .ops import farthest_point_sample
+            start = torch.randint(p, (b,), generator=generator)
+            keep = farthest_point_sample(clouds[..., :3], self.num_points, start_index=start)
+        else:
+            keep = torch.rand(b, p, generator=generator).argsort(dim=1)[:, :self.num_points]
         clouds = torch.gather(clouds, 1, keep.unsqueeze(-1).expand(-1, -1, 6))
         if self.augment:
             clouds = augment_clouds(clouds, generator, self.rgb_dropout)

@@ -136,13 +136,14 @@ def training_batches(cfg: RunConfig, world: World):
                              augment=d.augment, rgb_dropout=d.rgb_dropout, seed=cfg.train.seed,
                              rank=dist_utils.rank(), world_size=ranks,
                              num_workers=d.num_workers, pin_memory=pin,
-                             prefetch_factor=d.prefetch_factor, max_bad_share=d.max_bad_share)
+                             prefetch_factor=d.prefetch_factor, max_bad_share=d.max_bad_share,
+                             sampling=d.sampling)
     train = world.splits["train"]
     return TripletBatches(np.asarray(train.points), world.features["train"],
                           num_points=d.num_points, in_channels=d.in_channels,
                           batch_size=min(cfg.train.batch_size, len(train) // ranks),
                           augment=d.augment, rgb_dropout=d.rgb_dropout,
-                          rank=dist_utils.rank(), world_size=ranks)
+                          rank=dist_utils.rank(), world_size=ranks, sampling=d.sampling)
 
 
 def point_features(encoder, world: World, cfg: RunConfig) -> dict:
@@ -155,7 +156,8 @@ def evaluate_encoder(encoder, world: World, cfg: RunConfig, feats: Optional[dict
     """Zero-shot (top-1/3/5, per class), linear probe and retrieval on every eval split."""
     feats = feats or point_features(encoder, world, cfg)
     out = {"zero_shot": {}, "linear_probe": {}, "chance": {},
-           "num_classes": len(world.class_names)}
+           "num_classes": len(world.class_names),
+           "num_shapes": {s: len(world.splits[s]) for s in world.eval_splits}}
     for s in world.eval_splits:
         zs = zero_shot(feats[s], world.class_feats, world.splits[s].labels,
                        class_names=world.class_names)
@@ -291,9 +293,13 @@ def load_run(run_dir, device="cpu", with_extra: bool = False):
 
 def summarize(metrics: dict) -> str:
     """A few-line human summary of a metrics dict."""
+    from .stats import binomial_se
+
     lines = []
     for s, zs in metrics["zero_shot"].items():
-        lines.append(f"zero-shot {s:5s} top1 {zs['top1']:.3f} top3 {zs['top3']:.3f} top5 "
+        n = metrics.get("num_shapes", {}).get(s)
+        se = f" ± {binomial_se(zs['top1'], n):.3f} (SE, {n} shapes)" if n else ""
+        lines.append(f"zero-shot {s:5s} top1 {zs['top1']:.3f}{se} top3 {zs['top3']:.3f} top5 "
                      f"{zs['top5']:.3f} (chance {metrics['chance'][s]:.3f})")
     for s, lp in metrics["linear_probe"].items():
         lines.append(f"linear probe {s:5s} accuracy {lp['accuracy']:.3f}")
@@ -302,70 +308,3 @@ def summarize(metrics: dict) -> str:
     if "seconds" in metrics:
         lines.append("seconds " + " ".join(f"{k} {v:.1f}" for k, v in metrics["seconds"].items()))
     return "\n".join(lines)
-
-
-def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_dir,
-           modality_sets: Sequence[tuple] = (), progress: bool = False) -> dict:
-    """Train every (variant, seed) and, for each modality set, mm-mixing with only those loss
-    terms (Table 5). Writes ``ablation.json`` and ``ablation.md``; returns the summary."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    world = prepare_world(base, progress=progress)
-    rows = [(v, v, None) for v in variants]
-    rows += [(f"mm-mixing ({'+'.join(_short(m) for m in ms)})", "mm-mixing", tuple(ms))
-             for ms in modality_sets]
-    runs = []
-    for label, variant, mods in rows:
-        for seed in seeds:
-            cfg = base.replace(**{"train.variant": variant, "train.seed": seed})
-            if mods is not None:
-                cfg = cfg.replace(**{"mix.modalities": mods})
-            slug = label.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
-            metrics = run(cfg, out_dir / f"{slug}-seed{seed}", progress=progress, world=world)
-            runs.append({"row": label, "seed": seed, "metrics": _headline(metrics)})
-            print(f"{label:24s} seed {seed}: " + ", ".join(
-                f"{k} {v:.3f}" for k, v in _headline(metrics).items()), flush=True)
-    summary = {}
-    for label, _, _ in rows:
-        vals = [r["metrics"] for r in runs if r["row"] == label]
-        summary[label] = {k: {"mean": float(np.mean([v[k] for v in vals])),
-                              "std": float(np.std([v[k] for v in vals]))} for k in vals[0]}
-    result = {"runs": runs, "summary": summary, "seeds": list(seeds), "world": world.key,
-              "frozen_encoders": frozen_encoder_quality(world), "config": base.to_dict()}
-    write_json(result, out_dir / "ablation.json")
-    (out_dir / "ablation.md").write_text(ablation_markdown(summary, len(seeds)))
-    return result
-
-
-def _short(modality: str) -> str:
-    return {"text": "T", "image": "I", "point": "P"}[modality]
-
-
-HEADLINE = {
-    "zs_test_top1": ("zero_shot", "test", "top1"),
-    "zs_test_top5": ("zero_shot", "test", "top5"),
-    "zs_scan_top1": ("zero_shot", "scan", "top1"),
-    "zs_scan_top5": ("zero_shot", "scan", "top5"),
-    "lp_test": ("linear_probe", "test", "accuracy"),
-    "lp_scan": ("linear_probe", "scan", "accuracy"),
-    "text2pc_R@1": ("retrieval", "text2pc", "R@1"),
-    "img2pc_R@1": ("retrieval", "img2pc", "R@1"),
-}
-
-
-def _headline(metrics: dict) -> dict:
-    out = {}
-    for name, (a, b, c) in HEADLINE.items():
-        if b in metrics.get(a, {}):
-            out[name] = metrics[a][b][c]
-    return out
-
-
-def ablation_markdown(summary: dict, n_seeds: int) -> str:
-    cols = list(next(iter(summary.values())).keys())
-    lines = [f"Mean ± std over {n_seeds} seed(s), accuracies in %.", "",
-             "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for label, stats in summary.items():
-        cells = [f"{100 * stats[c]['mean']:.1f} ± {100 * stats[c]['std']:.1f}" for c in cols]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

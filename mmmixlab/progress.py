@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from tqdm import tqdm as _plain_tqdm
 from tqdm.auto import tqdm
 
 __all__ = ["bar", "interactive", "write"]
@@ -36,6 +37,13 @@ def interactive() -> bool:
     return _in_notebook() or bool(getattr(stream, "isatty", lambda: False)())
 
 
+class _LogBar(_plain_tqdm):
+    """A bar for log files: a postfix update waits for the next timed line, no forced redraw."""
+
+    def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def bar(iterable=None, **kwargs):
     """``tqdm`` in a terminal or notebook; outside them the same counter, but printed as a
     plain line at most every ``LOG_INTERVAL`` seconds (and at the end)."""
@@ -45,6 +53,7 @@ def bar(iterable=None, **kwargs):
         kwargs.setdefault("ascii", True)
         kwargs.setdefault("dynamic_ncols", False)
         kwargs.setdefault("ncols", 100)
+        return _LogBar(iterable, **kwargs)
     return tqdm(iterable, **kwargs)
 
 

@@ -292,8 +292,9 @@ class _BatchReader(torch.utils.data.Dataset):
     """``reader[(indices, epoch_key)]`` -> one collated batch (runs in DataLoader workers)."""
 
     def __init__(self, source, num_points: int, in_channels: int, augment: bool,
-                 rgb_dropout: float, seed: int, up_swap: bool = True):
+                 rgb_dropout: float, seed: int, up_swap: bool = True, sampling: str = "random"):
         self.source, self.num_points, self.in_channels = source, num_points, in_channels
+        self.sampling = sampling
         self.augment, self.seed = augment, seed
         self.transform = {"up_swap": up_swap, "normalize": True, "rotate": augment,
                           "rgb_drop_prob": rgb_dropout if augment else 0.0,
@@ -319,8 +320,15 @@ class _BatchReader(torch.utils.data.Dataset):
         for i in indices:
             j, rec = self._read(int(i), skipped)
             rng = np.random.default_rng([self.seed, ekey, int(i)])
+            keep = self.num_points if self.sampling == "random" else len(rec["xyz"])
             item = make_item(rec["xyz"], rec["rgb"], rec["image_feat"], None, rec["text_feats"],
-                             j, "", rng, self.num_points, self.augment, self.transform, 0.0)
+                             j, "", rng, keep, self.augment, self.transform, 0.0)
+            if self.sampling == "fps":  # farthest points from a random start, per shape
+                from .ops import farthest_point_sample
+                pts = item["points"]
+                start = int(rng.integers(len(pts)))
+                item["points"] = pts[farthest_point_sample(pts[None, :, :3], self.num_points,
+                                                           start_index=start)[0]]
             points.append(item["points"])
             images.append(item["image_feat"])
             texts.append(item["text_feat"])
@@ -361,7 +369,7 @@ class StreamBatches:
                  batch_size: int = 64, augment: bool = True, rgb_dropout: float = 0.5,
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 2,
                  pin_memory: bool = False, prefetch_factor: int = 4,
-                 max_bad_share: float = 0.01):
+                 max_bad_share: float = 0.01, sampling: str = "random"):
         n = len(source)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -377,8 +385,10 @@ class StreamBatches:
         self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.prefetch_factor, self.max_bad_share = int(prefetch_factor), float(max_bad_share)
+        if sampling not in ("random", "fps"):
+            raise ValueError(f"sampling must be 'random' or 'fps', got {sampling!r}")
         self.reader = _BatchReader(source, self.num_points, self.in_channels, augment,
-                                   rgb_dropout, seed)
+                                   rgb_dropout, seed, sampling=sampling)
         self.bad: dict = {}   # index -> {"path", "reason"}, every unreadable shape seen
         self._keys = _Keys()
         self._loader = None

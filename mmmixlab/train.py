@@ -13,8 +13,11 @@ Variants (``TrainConfig.variant``) and the phases they run:
                 without shared weights").
 ==============  ====================================================================
 
-Every variant gets the same number of epochs in total (``epochs_stage1 + epochs_stage2``), so
-the ablation compares methods at equal training cost (the paper's Table 4 rule). The encoder
+``baseline-2x`` is the baseline trained twice as long (the control row of the ablations).
+
+Epochs per variant follow ``TrainConfig.budget`` (:func:`plan_phases`): ``per-stage`` (default,
+the paper's reading: each stage a full schedule, so mm-mixing's B trains as long as the
+baseline) or ``total`` (every variant ``epochs_stage1 + epochs_stage2`` epochs). The encoder
 that is evaluated is the last one trained (B for the two-encoder variants).
 
 Mixing details: one lam per pair, shared by all modalities; in stage 2 (and ``im``) the
@@ -79,12 +82,34 @@ class Phase:
     trains: tuple        # names of the encoders this phase updates
 
 
-def plan_phases(variant: str, epochs1: int, epochs2: int) -> list[Phase]:
+# Learned embeddings that are not weights of a layer: no weight decay (as BERT/ViT/Point-BERT)
+NO_DECAY_NAMES = ("cls_token", "cls_pos")
+
+
+def _no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """Biases, norms and the class token/position embeddings; every layer weight (tokenizer and
+    positional MLPs included) is decayed."""
+    return param.dim() < 2 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
+
+
+def plan_phases(variant: str, epochs1: int, epochs2: int, budget: str = "per-stage"
+                ) -> list[Phase]:
+    """The phases of a variant and their epochs under a budget (``TrainConfig.budget``).
+
+    ``per-stage`` (the paper: "both 3D encoders are trained independently for the duration of
+    one stage"): one stage is ``epochs1`` epochs; baseline, fm and im train one stage,
+    mm-mixing stage 1 then stage 2 (``epochs2``), one-stage both encoders together for
+    ``epochs1 + epochs2``, and ``baseline-2x`` the baseline for as long (the control for "more
+    training does not close the gap"). ``total``: every variant trains ``epochs1 + epochs2``
+    epochs (``baseline-2x`` twice that).
+    """
     total = epochs1 + epochs2
+    one = epochs1 if budget == "per-stage" else total
     return {
-        "baseline": [Phase("baseline", total, ("A",))],
-        "fm": [Phase("stage1", total, ("A",))],
-        "im": [Phase("im", total, ("A",))],
+        "baseline": [Phase("baseline", one, ("A",))],
+        "baseline-2x": [Phase("baseline", 2 * one if budget == "total" else total, ("A",))],
+        "fm": [Phase("stage1", one, ("A",))],
+        "im": [Phase("im", one, ("A",))],
         "mm-mixing": [Phase("stage1", epochs1, ("A",)), Phase("stage2", epochs2, ("B",))],
         "one-stage": [Phase("joint", total, ("A", "B"))],
     }[variant]
@@ -140,7 +165,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(tc.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
-        self.phases = plan_phases(tc.variant, tc.epochs_stage1, tc.epochs_stage2)
+        self.phases = plan_phases(tc.variant, tc.epochs_stage1, tc.epochs_stage2, tc.budget)
         if sum(p.epochs for p in self.phases) < 1:
             raise ValueError("the run has zero epochs: set epochs_stage1/epochs_stage2")
         if len(batches) < 1:
@@ -206,7 +231,7 @@ class Trainer:
         decay, no_decay = [], []
         for n in phase.trains:
             for pname, p in self.encoders[n].named_parameters():
-                (no_decay if p.dim() < 2 or "token" in pname or "pos" in pname else decay).append(p)
+                (no_decay if _no_weight_decay(pname, p) else decay).append(p)
             no_decay.append(self.logit_scales[n].log_scale)
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)

@@ -381,26 +381,36 @@ def feature_table(world: pipeline.World, cfg: RunConfig):
 
 def ablation(cfg: RunConfig, variants: Sequence[str], seeds: int, modality_sets=(),
              progress: bool = False) -> dict:
-    """``pipeline.ablate`` (what ``mmmixlab ablate`` runs), cached under
-    ``cache/ablations/<hash>``. ``modality_sets`` are strings like ``"T+I"``."""
+    """``ablation.ablate`` (what ``mmmixlab ablate`` runs), cached under
+    ``cache/ablations/<hash>``: computed results are loaded, not retrained (so are single
+    runs of an interrupted plan). ``modality_sets`` are strings like ``"T+I"``."""
+    from .ablation import ablate
+
     names = {"T": "text", "I": "image", "P": "point"}
     sets = [tuple(names[m] for m in s.split("+")) for s in modality_sets]
     blob = json.dumps([config_key(cfg), list(variants), int(seeds), sets])
     out = resolve_cache_dir(cfg.cache_dir) / "ablations" / hashlib.sha1(
         blob.encode()).hexdigest()[:10]
     if not (out / "ablation.json").exists():
-        pipeline.ablate(cfg, list(variants), list(range(int(seeds))), out, sets,
-                        progress=progress)
+        ablate(cfg, list(variants), list(range(int(seeds))), out, sets, progress=progress)
     return json.loads((out / "ablation.json").read_text())
 
 
 ABLATION_TABLES = {
     "Table 3: mixing level": {"baseline": "Baseline", "fm": "FM", "im": "IM",
-                              "mm-mixing": "FM+IM"},
+                              "mm-mixing": "FM+IM", "baseline-2x": "Baseline, 2x epochs"},
     "Table 4: alignment stages": {"one-stage": "One stage", "mm-mixing": "Two stages"},
     "Table 5: modality losses": {"mm-mixing (T)": "T", "mm-mixing (T+I)": "T+I",
                                  "mm-mixing (T+P)": "T+P", "mm-mixing (T+I+P)": "T+I+P"},
 }
+
+
+def protocol_text(result: dict) -> str:
+    """The protocol line every ablation table carries (budget, epochs per row, seeds)."""
+    from .ablation import protocol_line
+
+    return (f"{len(result['runs'])} runs. " + protocol_line(result["protocol"])
+            + " Means with 95% t intervals over seeds, in %.")
 
 
 def ablation_summary(result: dict) -> dict:
@@ -413,16 +423,30 @@ def ablation_summary(result: dict) -> dict:
 
 
 def ablation_tables(result: dict, metrics=("zs_test_top1", "zs_scan_top1")) -> dict:
-    """``{title: DataFrame}`` for Tables 3-5 from an :func:`ablation` result: mean and std over
-    seeds in % (see :func:`ablation_summary` for Table 5's last row)."""
+    """``{title: DataFrame}`` for Tables 3-5 from an :func:`ablation` result, in %: the mean
+    over seeds with its 95% interval, and the paired difference to the baseline with its
+    interval (see :func:`ablation_summary` for Table 5's last row)."""
     import pandas as pd
 
     summary = ablation_summary(result)
+    diffs = dict(result.get("diff_vs_baseline", {}))
+    if "mm-mixing" in diffs:  # Table 5's T+I+P row is the plain mm-mixing row
+        diffs.setdefault("mm-mixing (T+I+P)", diffs["mm-mixing"])
     tables = {}
     for title, rows in ABLATION_TABLES.items():
-        data = {label: {f"{m} {stat}": 100 * summary[row][m][stat]
-                        for m in metrics for stat in ("mean", "std")}
-                for row, label in rows.items() if summary.get(row)}
+        data = {}
+        for row, label in rows.items():
+            if not summary.get(row):
+                continue
+            cells = {}
+            for m in metrics:
+                for stat in ("mean", "lo", "hi"):
+                    cells[f"{m} {stat}"] = 100 * summary[row][m][stat]
+                d = diffs.get(row, {}).get(m)
+                if d is not None:
+                    cells[f"{m} Δ vs baseline"] = (f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}"
+                                                   f", {100 * d['hi']:+.1f}]")
+            data[label] = cells
         if data:
             tables[title] = pd.DataFrame.from_dict(data, orient="index").round(1)
     return tables

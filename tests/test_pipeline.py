@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmmixlab import pipeline
+from mmmixlab.ablation import ablate
 from mmmixlab.cli import main
 from mmmixlab.config import preset
 
@@ -118,14 +119,26 @@ def test_cli_rejects_bad_input(cache, tmp_path, capsys):
 
 def test_ablation_table(cache, tmp_path):
     cfg = small_cfg(cache, **{"train.encoder": "pointnet"})
-    result = pipeline.ablate(cfg, ["baseline", "fm"], [0, 1], tmp_path / "abl",
-                             modality_sets=[("text",)])
+    result = ablate(cfg, ["baseline", "fm"], [0, 1], tmp_path / "abl",
+                    modality_sets=[("text",)])
     assert set(result["summary"]) == {"baseline", "fm", "mm-mixing (T)"}
     assert len(result["runs"]) == 6
     md = (tmp_path / "abl" / "ablation.md").read_text()
-    assert "| baseline |" in md and "±" in md
+    assert md.startswith("Protocol: budget per-stage") and "| baseline |" in md
     zs = [r["metrics"]["zs_test_top1"] for r in result["runs"] if r["row"] == "fm"]
-    assert result["summary"]["fm"]["zs_test_top1"]["mean"] == pytest.approx(np.mean(zs))
+    base = [r["metrics"]["zs_test_top1"] for r in result["runs"] if r["row"] == "baseline"]
+    s = result["summary"]["fm"]["zs_test_top1"]
+    assert s["mean"] == pytest.approx(np.mean(zs)) and s["sd"] == pytest.approx(np.std(zs, ddof=1))
+    d = result["diff_vs_baseline"]["fm"]["zs_test_top1"]
+    assert d["mean"] == pytest.approx(np.mean(zs) - np.mean(base))
+    assert result["protocol"]["epochs"]["mm-mixing (T)"] == [["stage1", 1], ["stage2", 1]]
+    # a rerun loads every finished run instead of training it again
+    again = ablate(cfg, ["baseline", "fm"], [0, 1], tmp_path / "abl",
+                   modality_sets=[("text",)], announce=False)
+    assert again["runs"] == result["runs"]
+    with pytest.raises(ValueError, match="another protocol"):
+        ablate(cfg.replace(**{"train.budget": "total"}), ["baseline", "fm"], [0, 1],
+               tmp_path / "abl", announce=False)
 
 
 def test_tiny_world_run_on_released_benchmark_and_own_meshes(cache, tmp_path, capsys):

@@ -156,7 +156,8 @@ def test_logs_read_well_outside_a_terminal():
     code = ("from mmmixlab.train import Trainer\n"
             "from mmmixlab.progress import bar\n"
             "from tests.helpers.toy import toy_batches, toy_cfg\n"
-            "for _ in bar(range(100000), desc='count'): pass\n"
+            "b = bar(range(100000), desc='count')\n"
+            "for i in b: b.set_postfix(i=i) if i % 1000 == 0 else None\n"
             "Trainer(toy_cfg('mm-mixing', **{'train.epochs_stage1': 2}), toy_batches(),"
             " embed_dim=16).fit()\n")
     env = {k: v for k, v in os.environ.items() if k != "MMMIXLAB_PROGRESS"}

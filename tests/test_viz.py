@@ -208,10 +208,10 @@ def test_live_curves_grow():
     assert len(cached.widget.data) == 6
 
 
-SUMMARY = {"baseline": {"zs_test_top1": {"mean": 0.5, "std": 0.1},
-                        "zs_scan_top1": {"mean": 0.3, "std": 0.0}},
-           "mm-mixing": {"zs_test_top1": {"mean": 0.6, "std": 0.05},
-                         "zs_scan_top1": {"mean": 0.4, "std": 0.02}}}
+SUMMARY = {"baseline": {"zs_test_top1": {"mean": 0.5, "lo": 0.4, "hi": 0.6},
+                        "zs_scan_top1": {"mean": 0.3, "lo": 0.3, "hi": 0.3}},
+           "mm-mixing": {"zs_test_top1": {"mean": 0.6, "lo": 0.55, "hi": 0.65},
+                         "zs_scan_top1": {"mean": 0.4, "lo": 0.37, "hi": 0.42}}}
 
 
 def test_ablation_chart_both_backends():
@@ -219,16 +219,20 @@ def test_ablation_chart_both_backends():
     assert len(fig.data) == 2
     assert list(fig.data[0].x) == ["baseline", "FM+IM"]
     assert list(fig.data[0].y) == pytest.approx([50.0, 60.0])
-    assert list(fig.data[1].error_y.array) == pytest.approx([0.0, 2.0])
+    assert list(fig.data[1].error_y.array) == pytest.approx([0.0, 2.0])  # hi - mean
+    assert list(fig.data[1].error_y.arrayminus) == pytest.approx([0.0, 3.0])  # mean - lo
     mpl = viz.ablation_chart(SUMMARY, rows=["mm-mixing"], backend="matplotlib")
     assert len(mpl.axes[0].patches) == 2
 
 
 def test_ablation_tables():
-    tables = workbench.ablation_tables({"summary": SUMMARY})
+    diffs = {"mm-mixing": {"zs_test_top1": {"mean": 0.1, "lo": 0.02, "hi": 0.18}}}
+    tables = workbench.ablation_tables({"summary": SUMMARY, "diff_vs_baseline": diffs})
     t3 = tables["Table 3: mixing level"]
     assert list(t3.index) == ["Baseline", "FM+IM"]
     assert t3.loc["FM+IM", "zs_test_top1 mean"] == 60.0
+    assert t3.loc["FM+IM", "zs_test_top1 lo"] == 55.0
+    assert t3.loc["FM+IM", "zs_test_top1 Δ vs baseline"] == "+10.0 [+2.0, +18.0]"
     assert list(tables["Table 5: modality losses"].index) == ["T+I+P"]  # the mm-mixing row
 
 

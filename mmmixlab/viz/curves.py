@@ -86,23 +86,26 @@ class LiveCurves:
 
 
 def _bars(summary: dict, metrics, rows):
+    """Means and their error bars in %: the 95% interval over seeds (``lo``/``hi``)."""
     rows = [r for r in (rows or summary) if summary.get(r)]
     mean = np.array([[100 * summary[r][m]["mean"] for r in rows] for m in metrics])
-    std = np.array([[100 * summary[r][m]["std"] for r in rows] for m in metrics])
-    return rows, mean, std
+    lo = np.array([[100 * summary[r][m]["lo"] for r in rows] for m in metrics])
+    hi = np.array([[100 * summary[r][m]["hi"] for r in rows] for m in metrics])
+    return rows, mean, (mean - lo, hi - mean)
 
 
 def ablation_chart(summary: dict, metrics: Sequence[str] = ("zs_test_top1", "zs_scan_top1"),
                    rows: Sequence[str] | None = None, labels: dict | None = None,
                    title: str = "", backend: str = "plotly"):
-    """Grouped bars (mean ± std over seeds, %) of ablation rows from ``pipeline.ablate``'s
-    summary. ``rows`` picks and orders rows; ``labels`` renames them. ``backend``:
-    ``"plotly"`` (interactive) or ``"matplotlib"`` (for a PNG)."""
-    rows, mean, std = _bars(summary, metrics, rows)
+    """Grouped bars (mean over seeds with its 95% interval as error bars, %) of ablation rows
+    from ``ablation.ablate``'s summary. ``rows`` picks and orders rows; ``labels`` renames
+    them. ``backend``: ``"plotly"`` (interactive) or ``"matplotlib"`` (for a PNG)."""
+    rows, mean, (below, above) = _bars(summary, metrics, rows)
     names = [(labels or {}).get(r, r) for r in rows]
     if backend == "plotly":
         fig = go.Figure([go.Bar(x=names, y=mean[k], name=METRIC_LABELS.get(m, m),
-                                error_y={"type": "data", "array": std[k]})
+                                error_y={"type": "data", "array": above[k],
+                                         "arrayminus": below[k]})
                          for k, m in enumerate(metrics)])
         fig.update_layout(barmode="group", title=title, yaxis_title="%", height=360,
                           margin={"l": 40, "r": 10, "t": 50, "b": 40})
@@ -113,7 +116,8 @@ def ablation_chart(summary: dict, metrics: Sequence[str] = ("zs_test_top1", "zs_
     width = 0.8 / len(metrics)
     for k, m in enumerate(metrics):
         pos = np.arange(len(rows)) + (k - (len(metrics) - 1) / 2) * width
-        ax.bar(pos, mean[k], width, yerr=std[k], capsize=3, label=METRIC_LABELS.get(m, m))
+        ax.bar(pos, mean[k], width, yerr=[below[k], above[k]], capsize=3,
+               label=METRIC_LABELS.get(m, m))
     ax.set_xticks(np.arange(len(rows)), names, rotation=15)
     ax.set(ylabel="%", title=title)
     ax.legend(fontsize=8, loc="lower right")

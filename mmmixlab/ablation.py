@@ -1,0 +1,238 @@
+"""The paper's ablations (Tables 3, 4 and 5) as a protocol with paired seeds and intervals.
+
+``ablate`` trains every (row, seed) of a plan on one world, evaluates each run, and reports per
+row and metric the mean over seeds with its 95% t interval, and the paired difference to the
+baseline with its interval (:mod:`mmmixlab.stats`). Rows: the variants (Table 3: baseline, fm,
+im, mm-mixing; Table 4: one-stage vs mm-mixing; the control ``baseline-2x``) and, for each
+modality set, mm-mixing with only those loss terms (Table 5).
+
+The protocol (budget, epochs per stage and per row, seeds, the mixing reading) is printed with
+every table and stored in ``ablation.json``; an output folder holding another protocol is
+refused, never mixed into one table. A run whose folder already holds its ``metrics.json`` for
+the same config is loaded, not retrained, so an interrupted ablation continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .config import FAITHFUL, RunConfig
+from .pipeline import prepare_world, run, write_json, frozen_encoder_quality
+from .stats import mean_interval, paired_difference
+from .train import plan_phases
+
+__all__ = ["HEADLINE", "ablate", "ablation_markdown", "find_converged_epochs", "protocol_of"]
+
+HEADLINE = {
+    "zs_test_top1": ("zero_shot", "test", "top1"),
+    "zs_test_top5": ("zero_shot", "test", "top5"),
+    "zs_scan_top1": ("zero_shot", "scan", "top1"),
+    "zs_scan_top5": ("zero_shot", "scan", "top5"),
+    "lp_test": ("linear_probe", "test", "accuracy"),
+    "lp_scan": ("linear_probe", "scan", "accuracy"),
+    "text2pc_R@1": ("retrieval", "text2pc", "R@1"),
+    "img2pc_R@1": ("retrieval", "img2pc", "R@1"),
+}
+
+
+def _short(modality: str) -> str:
+    return {"text": "T", "image": "I", "point": "P"}[modality]
+
+
+def headline(metrics: dict) -> dict:
+    out = {}
+    for name, (a, b, c) in HEADLINE.items():
+        if b in metrics.get(a, {}):
+            out[name] = metrics[a][b][c]
+    return out
+
+
+def plan_rows(variants: Sequence[str], modality_sets: Sequence[tuple] = ()) -> list:
+    """(label, variant, modalities or None) per row."""
+    rows = [(v, v, None) for v in variants]
+    rows += [(f"mm-mixing ({'+'.join(_short(m) for m in ms)})", "mm-mixing", tuple(ms))
+             for ms in modality_sets]
+    return rows
+
+
+def protocol_of(base: RunConfig, variants, seeds, modality_sets=()) -> dict:
+    """Everything that decides what a row's numbers mean; stored with every table."""
+    tc = base.train
+    epochs = {label: [[p.name, p.epochs] for p in plan_phases(v, tc.epochs_stage1,
+                                                              tc.epochs_stage2, tc.budget)]
+              for label, v, _ in plan_rows(variants, modality_sets)}
+    faithful = all(base.to_dict()[k.split(".")[0]][k.split(".")[1]] == v
+                   for k, v in FAITHFUL.items())
+    return {"budget": tc.budget, "epochs_stage1": tc.epochs_stage1,
+            "epochs_stage2": tc.epochs_stage2, "epochs": epochs, "seeds": list(seeds),
+            "reading": "faithful (paper: mixed terms only, FPS)" if faithful else
+            "mmmixlab defaults (unmixed terms averaged in, random subsets)",
+            "mix": base.to_dict()["mix"], "sampling": base.data.sampling,
+            "encoder": tc.encoder, "batch_size": tc.batch_size}
+
+
+def protocol_line(protocol: dict) -> str:
+    e = protocol["epochs"]
+    plan = "; ".join(f"{label} " + "+".join(str(n) for _, n in phases)
+                     for label, phases in e.items())
+    return (f"Protocol: budget {protocol['budget']} (epochs per row: {plan}); "
+            f"{len(protocol['seeds'])} paired seeds {protocol['seeds']}; {protocol['reading']}; "
+            f"encoder {protocol['encoder']}, batch {protocol['batch_size']}.")
+
+
+def estimate_seconds(base: RunConfig, world, rows, seeds) -> float:
+    """Seconds the plan should take, from one measured step of each phase it uses."""
+    import torch
+
+    from .pipeline import training_batches
+    from .train import Trainer
+
+    step = {}
+    for _, variant, _ in rows:
+        cfg = base.replace(**{"train.variant": variant})
+        trainer = Trainer(cfg, training_batches(cfg, world), embed_dim=world.dim, progress=False)
+        batch = trainer.batches.make_batch(torch.arange(trainer.batches.batch_size),
+                                           torch.Generator().manual_seed(0))
+        for phase in trainer.phases:
+            if phase.name in step:
+                continue
+            times = []
+            for _ in range(2):  # the first step pays for lazy set-up
+                t = time.perf_counter()
+                trainer._forward_backward(phase, batch)
+                times.append(time.perf_counter() - t)
+            step[phase.name] = times[-1] * 1.15  # optimizer step, batching, logging
+    steps = len(training_batches(base, world))
+    tc = base.train
+    total = sum(step[p.name] * p.epochs * steps
+                for _, v, _ in rows
+                for p in plan_phases(v, tc.epochs_stage1, tc.epochs_stage2, tc.budget))
+    return total * len(seeds)
+
+
+def _load_or_run(cfg: RunConfig, folder: Path, world, progress: bool) -> dict:
+    metrics_path = folder / "metrics.json"
+    if metrics_path.exists():
+        done = json.loads(metrics_path.read_text())
+        if done.get("config") == json.loads(json.dumps(cfg.to_dict())):  # tuples -> lists
+            return done
+    return run(cfg, folder, progress=progress, world=world)
+
+
+def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_dir,
+           modality_sets: Sequence[tuple] = (), progress: bool = False,
+           announce: bool = True) -> dict:
+    """Train and evaluate every (row, seed); write ``ablation.json`` and ``ablation.md``.
+
+    Returns ``{"runs", "summary": {row: {metric: {mean, sd, lo, hi, n}}}, "diff_vs_baseline":
+    {row: {metric: {mean, lo, hi, sd, n}}}, "protocol", ...}``.
+    """
+    seeds = list(seeds)
+    if len(seeds) < 2:
+        raise ValueError(f"intervals over seeds need at least 2 seeds, got {len(seeds)}")
+    out_dir = Path(out_dir)
+    protocol = protocol_of(base, variants, seeds, modality_sets)
+    previous = out_dir / "ablation.json"
+    if previous.exists():
+        old = json.loads(previous.read_text()).get("protocol") or {}
+        core = ("budget", "epochs_stage1", "epochs_stage2", "reading", "mix", "sampling",
+                "encoder", "batch_size")  # rows and seeds may grow; these may not change
+        new = json.loads(json.dumps(protocol))
+        if {k: old.get(k) for k in core} != {k: new[k] for k in core}:
+            raise ValueError(f"{out_dir} holds an ablation of another protocol ({previous}); "
+                             f"choose a new --out folder rather than mixing protocols in one "
+                             f"table")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world = prepare_world(base, progress=progress)
+    rows = plan_rows(variants, modality_sets)
+    if announce:
+        est = estimate_seconds(base, world, rows, seeds)
+        print(f"ablation plan: {len(rows)} rows x {len(seeds)} seeds = {len(rows) * len(seeds)} "
+              f"runs, about {est / 60:.0f} min here (from a measured step of each phase)\n"
+              + protocol_line(protocol), flush=True)
+    runs = []
+    for label, variant, mods in rows:
+        for seed in seeds:
+            cfg = base.replace(**{"train.variant": variant, "train.seed": seed})
+            if mods is not None:
+                cfg = cfg.replace(**{"mix.modalities": mods})
+            slug = label.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
+            metrics = _load_or_run(cfg, out_dir / f"{slug}-seed{seed}", world, progress)
+            runs.append({"row": label, "seed": seed, "metrics": headline(metrics)})
+            print(f"{label:24s} seed {seed}: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in headline(metrics).items()), flush=True)
+    summary, diffs = summarize_runs(runs, [r[0] for r in rows], seeds)
+    result = {"runs": runs, "summary": summary, "diff_vs_baseline": diffs, "seeds": seeds,
+              "protocol": protocol, "world": world.key,
+              "frozen_encoders": frozen_encoder_quality(world), "config": base.to_dict()}
+    write_json(result, out_dir / "ablation.json")
+    (out_dir / "ablation.md").write_text(ablation_markdown(result))
+    return result
+
+
+def summarize_runs(runs: list, labels: Sequence[str], seeds: Sequence[int]):
+    by = {(r["row"], r["seed"]): r["metrics"] for r in runs}
+    summary, diffs = {}, {}
+    for label in labels:
+        vals = [by[(label, s)] for s in seeds]
+        summary[label] = {k: mean_interval([v[k] for v in vals]) for k in vals[0]}
+        if "baseline" in labels and label != "baseline":
+            base = [by[("baseline", s)] for s in seeds]
+            diffs[label] = {k: paired_difference([v[k] for v in vals], [b[k] for b in base])
+                            for k in vals[0] if k in base[0]}
+    return summary, diffs
+
+
+def ablation_markdown(result: dict, metrics: Sequence[str] | None = None) -> str:
+    """Per row: mean [95% interval] over seeds in %, and the paired difference to the baseline
+    ``+2.1 [0.4, 3.8]`` (an interval that excludes 0 is a difference these seeds resolve)."""
+    summary, diffs = result["summary"], result.get("diff_vs_baseline", {})
+    cols = list(metrics or next(iter(summary.values())).keys())
+    lines = [protocol_line(result["protocol"]), "",
+             "Mean [95% t interval] over seeds, and the paired difference to the baseline, in "
+             "points (%).", "",
+             "| run | " + " | ".join(f"{c} | Δ {c}" for c in cols) + " |",
+             "|---" * (2 * len(cols) + 1) + "|"]
+    for label, stats in summary.items():
+        cells = []
+        for c in cols:
+            s = stats[c]
+            cells.append(f"{100 * s['mean']:.1f} [{100 * s['lo']:.1f}, {100 * s['hi']:.1f}]")
+            d = diffs.get(label, {}).get(c)
+            cells.append("" if d is None else
+                         f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def find_converged_epochs(base: RunConfig, candidates: Sequence[int], seeds: Sequence[int],
+                          out_dir, metrics=("zs_test_top1", "zs_scan_top1"),
+                          progress: bool = False) -> dict:
+    """The smallest stage length E (of ``candidates``) at which the baseline has converged:
+    ``baseline-2x`` (2E epochs) lies within the 95% interval of ``baseline`` (E epochs) on
+    every metric. Writes ``convergence.json``; returns ``{"epochs": E or None, "checks"}``."""
+    checks = []
+    chosen = None
+    for e in candidates:
+        cfg = base.replace(**{"train.epochs_stage1": int(e), "train.epochs_stage2": int(e)})
+        res = ablate(cfg, ["baseline", "baseline-2x"], seeds, Path(out_dir) / f"E{e}",
+                     progress=progress)
+        b, b2 = res["summary"]["baseline"], res["summary"]["baseline-2x"]
+        ok = {m: b[m]["lo"] <= b2[m]["mean"] <= b[m]["hi"] for m in metrics}
+        checks.append({"epochs": int(e), "within": ok,
+                       "baseline": {m: b[m] for m in metrics},
+                       "baseline-2x": {m: b2[m] for m in metrics}})
+        print(f"E={e}: baseline-2x within the baseline's interval: {ok}", flush=True)
+        if all(ok.values()):
+            chosen = int(e)
+            break
+    out = {"epochs": chosen, "checks": checks, "seeds": list(seeds)}
+    write_json(out, Path(out_dir) / "convergence.json")
+    return out
+
+

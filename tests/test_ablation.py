@@ -1,0 +1,102 @@
+"""The ablation protocol: epochs per row, paired seeds, intervals, and the bugs it exposed."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+from mmmixlab.config import preset
+from mmmixlab.stats import binomial_se, mean_interval, paired_difference
+from mmmixlab.train import Trainer, plan_phases
+from tests.helpers.toy import toy_batches, toy_cfg
+
+
+def epochs(variant, budget, e1=10, e2=10):
+    return [(p.name, p.epochs) for p in plan_phases(variant, e1, e2, budget)]
+
+
+def test_per_stage_protocol_gives_each_stage_a_full_schedule():
+    assert epochs("baseline", "per-stage") == [("baseline", 10)]
+    assert epochs("fm", "per-stage") == [("stage1", 10)]
+    assert epochs("im", "per-stage") == [("im", 10)]
+    assert epochs("mm-mixing", "per-stage") == [("stage1", 10), ("stage2", 10)]
+    assert epochs("one-stage", "per-stage") == [("joint", 20)]
+    assert epochs("baseline-2x", "per-stage") == [("baseline", 20)]
+    # the old rule: equal totals
+    assert epochs("baseline", "total") == [("baseline", 20)]
+    assert epochs("mm-mixing", "total") == [("stage1", 10), ("stage2", 10)]
+    assert epochs("baseline-2x", "total") == [("baseline", 40)]
+    with pytest.raises(ValueError, match="unknown budget 'equal'"):
+        preset("tiny").replace(**{"train.budget": "equal"}).validate()
+
+
+def test_intervals_match_scipy():
+    x = [0.61, 0.58, 0.66, 0.60, 0.63]
+    b = [0.55, 0.57, 0.60, 0.58, 0.59]
+    m = mean_interval(x)
+    lo, hi = sps.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=sps.sem(x))
+    assert (m["lo"], m["hi"]) == pytest.approx((lo, hi))
+    assert m["sd"] == pytest.approx(np.std(x, ddof=1))
+    d = paired_difference(x, b)
+    ci = sps.ttest_rel(x, b).confidence_interval(0.95)
+    assert (d["lo"], d["hi"]) == pytest.approx((ci.low, ci.high))
+    assert d["mean"] == pytest.approx(np.mean(np.subtract(x, b)))
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        mean_interval([0.5])
+    assert binomial_se(0.5, 1120) == pytest.approx(0.01494, abs=1e-4)
+
+
+def test_paired_seeds_share_order_and_draws_across_variants():
+    """Seed s: every variant sees the same epoch order and the same clouds in its first batch
+    (the world and the evaluation clouds are shared by construction)."""
+    orders, first = {}, {}
+    for variant in ("baseline", "fm", "im", "mm-mixing", "one-stage"):
+        t = Trainer(toy_cfg(variant, **{"train.seed": 3}), toy_batches(), embed_dim=16,
+                    progress=False)
+        order = t.batches.epoch_order(t.generator)
+        orders[variant] = order
+        first[variant] = next(iter(t.batches.iterate(order, t.local_generator))).points
+    for v in orders:
+        assert torch.equal(orders[v], orders["baseline"])
+        assert torch.equal(first[v], first["baseline"])
+    other = Trainer(toy_cfg("baseline", **{"train.seed": 4}), toy_batches(), embed_dim=16,
+                    progress=False)
+    assert not torch.equal(other.batches.epoch_order(other.generator), orders["baseline"])
+
+
+def test_weight_decay_spares_only_embeddings_biases_and_norms():
+    cfg = toy_cfg("baseline", **{"train.encoder": "pointbert-tiny"})
+    t = Trainer(cfg, toy_batches(), embed_dim=16, progress=False)
+    opt, _ = t._optimizer(t.phases[0])
+    names = {id(p): n for n, p in t.encoders["A"].named_parameters()}
+    no_decay = {names[id(p)] for p in opt.param_groups[1]["params"] if id(p) in names}
+    decay = {names[id(p)] for p in opt.param_groups[0]["params"]}
+    assert {"cls_token", "cls_pos"} <= no_decay
+    assert "tokenizer.first.0.weight" in decay and "pos_embed.0.weight" in decay
+    assert all(n.endswith(("bias", "cls_token", "cls_pos")) or "norm" in n or
+               t.encoders["A"].get_parameter(n).dim() < 2 for n in no_decay)
+
+
+def test_mm_mixing_without_stage_two_is_refused():
+    with pytest.raises(ValueError, match="untrained stage-2 encoder B"):
+        preset("tiny").replace(**{"train.epochs_stage2": 0}).validate()
+    preset("tiny").replace(**{"train.epochs_stage2": 0, "train.variant": "fm"}).validate()
+
+
+@pytest.mark.parametrize("field", ["epochs_stage2", "checkpoint_every", "eval_every",
+                                   "log_every", "warmup_steps", "grad_cache_chunk"])
+def test_negative_epochs_and_intervals_are_refused(field):
+    with pytest.raises(ValueError, match=rf"train\.{field} must be >= 0"):
+        preset("tiny").replace(**{f"train.{field}": -1, "train.variant": "fm"}).validate()
+
+
+def test_faithful_reading_is_one_switch_away():
+    from mmmixlab.cli import build_config, make_parser
+    args = make_parser().parse_args(["train", "--out", "x", "--faithful"])
+    cfg = build_config(args)
+    assert (cfg.mix.align_unmixed, cfg.mix.normalize_before_mix, cfg.data.sampling) == (
+        False, False, "fps")
+    assert preset("paper-faithful").to_dict() == cfg.to_dict()
+    t = Trainer(toy_cfg("mm-mixing", **{"data.sampling": "fps"}), toy_batches(sampling="fps"),
+                embed_dim=16, progress=False)
+    t.fit()  # stage 2 on FPS-resampled clouds, mixed terms only when configured so

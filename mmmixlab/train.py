@@ -49,8 +49,10 @@ from . import distributed as dist_utils
 from .batches import Batch, TripletBatches
 from .config import RunConfig
 from .encoders import create_point_encoder
-from .losses import LogitScale, stage1_loss, stage2_loss
-from .mixing import feature_mix, input_mix, pair_indices, sample_lambda
+from . import objectives
+from .losses import LogitScale
+from .mixing import input_mix, pair_indices, sample_lambda
+from .objectives import Alignment
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -273,62 +275,46 @@ class Trainer:
         """
         mc = self.cfg.mix
         b = batch.points.shape[0]
-        img, txt, valid = batch.image, batch.text, batch.text_valid
-        s1 = tuple(m for m in mc.modalities if m in ("image", "text")) or ("image",)
-        G = dist_utils.gather
+        al = Alignment(batch.image, batch.text, batch.text_valid,
+                       align_unmixed=mc.align_unmixed, gather=dist_utils.gather)
+        scales = {n: s() for n, s in self.logit_scales.items()}
 
         if phase.name == "baseline":
             def baseline_loss(f):
-                loss = stage1_loss(G(f["A"]), G(img), G(txt), self.logit_scales["A"](), s1,
-                                   G(valid))
+                loss = objectives.baseline_objective(f["A"], al, scales["A"], mc.modalities)
                 return loss, {"loss": loss}
             return {"A": batch.points}, baseline_loss
 
-        partner, lam = self._mixing(b)
-        mixed_valid = valid & valid[partner]
-
-        def mix(x, ratio):
-            return feature_mix(x, x[partner], ratio)
-
-        inputs, lam_x, target_p = {}, lam, None
+        al.partner, al.lam = self._mixing(b)
+        al.lam_x = al.lam
+        inputs, target_p = {}, None
         if phase.name in ("stage1", "joint"):
             inputs["A"] = batch.points
         if phase.name in ("im", "stage2", "joint"):
-            im = input_mix(batch.points, batch.points[partner], lam, mc.input_variant,
+            im = input_mix(batch.points, batch.points[al.partner], al.lam, mc.input_variant,
                            generator=self.local_generator)
             encoder = "A" if phase.name == "im" else "B"
             inputs[encoder] = torch.cat([im.points, batch.points]) if mc.align_unmixed \
                 else im.points
-            lam_x = im.lam
+            al.lam_x = im.lam
             if phase.name == "stage2":
                 with torch.no_grad():
                     target_p = self._encode("A", batch.points)
 
-        def aligned(loss_fn, anchor_mixed, anchor_plain, targets, ratio, scale, mods):
-            """Mixed alignment (targets feature-mixed with ``ratio``), plus the unmixed
-            alignment averaged in when ``align_unmixed``."""
-            mixed = [G(mix(t, ratio)) for t in targets]
-            loss = loss_fn(G(anchor_mixed), *mixed, scale, mods, G(mixed_valid))
-            if mc.align_unmixed:
-                plain = [G(t) for t in targets]
-                loss = 0.5 * (loss + loss_fn(G(anchor_plain), *plain, scale, mods, G(valid)))
-            return loss
-
         def step_loss(f):
             terms = {}
             if phase.name in ("stage1", "joint"):
-                fa = f["A"]
-                terms["loss_stage1"] = aligned(stage1_loss, mix(fa, lam), fa, [img, txt], lam,
-                                               self.logit_scales["A"](), s1)
+                terms["loss_stage1"] = objectives.stage1_objective(f["A"], al, scales["A"],
+                                                                   mc.modalities)
             if phase.name == "im":
                 fa = f["A"]
-                terms["loss_im"] = aligned(stage1_loss, fa[:b], fa[b:], [img, txt], lam_x,
-                                           self.logit_scales["A"](), s1)
+                terms["loss_im"] = objectives.input_mixing_objective(
+                    fa[:b], fa[b:], al, scales["A"], mc.modalities)
             if phase.name in ("stage2", "joint"):
                 fb = f["B"]
                 tp = f["A"].detach() if phase.name == "joint" else target_p
-                terms["loss_stage2"] = aligned(stage2_loss, fb[:b], fb[b:], [tp, img, txt],
-                                               lam_x, self.logit_scales["B"](), mc.modalities)
+                terms["loss_stage2"] = objectives.stage2_objective(
+                    fb[:b], fb[b:], tp, al, scales["B"], mc.modalities)
             loss = sum(terms.values())
             return loss, {"loss": loss, **terms}
 

@@ -31,6 +31,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from mmmixlab.fileio import atomic_write
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 MIB = float(1 << 20)
@@ -341,12 +343,7 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
 
 
 def write_json(obj: dict, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(obj, indent=1, default=_json_default))
 
 
 def _json_default(o):

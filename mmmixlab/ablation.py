@@ -19,10 +19,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from .config import FAITHFUL, RunConfig
-from .pipeline import prepare_world, run, write_json, frozen_encoder_quality
+from .pipeline import frozen_encoder_quality, prepare_world, run, write_json
 from .stats import mean_interval, paired_difference
 from .train import plan_phases
 

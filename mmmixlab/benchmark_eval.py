@@ -143,7 +143,8 @@ class RunModel:
 
     @classmethod
     def load(cls, run_dir, device: str = "cpu") -> "RunModel":
-        from .pipeline import final_encoder, load_run
+        from .pipeline import load_run
+        from .train import final_encoder
 
         cfg, encoders, extra = load_run(run_dir, device=device, with_extra=True)
         cfg = cfg.replace(**{"train.device": str(device)})
@@ -422,7 +423,8 @@ def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top
     ``{"file", "error"}``. Scores are the softmax over the classes of the run's logit scale
     times the cosine similarity (CLIP's probabilities)."""
     from .data import PROMPT_TEMPLATES
-    from .data.meshes import SHAPE_EXTENSIONS as MESH_SUFFIXES, sample_mesh
+    from .data.meshes import SHAPE_EXTENSIONS as MESH_SUFFIXES
+    from .data.meshes import sample_mesh
 
     classes = [c.strip() for c in classes if c.strip()]
     if len(classes) < 2:

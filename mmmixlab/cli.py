@@ -212,8 +212,15 @@ def _demo(cfg: RunConfig, out: Path) -> None:
 def _eval_elsewhere(args) -> int:
     """``eval --benchmark ... --data ...``: each result in RUN/eval/<name>.json, then one
     Table-1-shaped table."""
-    from .benchmark_eval import (RunModel, evaluate_benchmark, evaluate_folder,
-                                 parse_benchmark, parse_named_file, results_table, write_result)
+    from .benchmark_eval import (
+        RunModel,
+        evaluate_benchmark,
+        evaluate_folder,
+        parse_benchmark,
+        parse_named_file,
+        results_table,
+        write_result,
+    )
 
     specs = [parse_benchmark(b) for b in args.benchmark]
     class_files = dict(parse_named_file(c) for c in args.class_features)
@@ -287,7 +294,8 @@ def _dispatch(args) -> int:
             raise ValueError(f"{args.run} was trained on streamed data ({world.data_format}), "
                              f"which has no eval splits: give --benchmark NAME=PATH or --data "
                              f"FOLDER")
-        metrics = pipeline.evaluate_encoder(pipeline.final_encoder(encoders), world, cfg)
+        from .train import final_encoder
+        metrics = pipeline.evaluate_encoder(final_encoder(encoders), world, cfg)
         metrics.update(config=cfg.to_dict(), world=world.key)
         pipeline.write_json(metrics, Path(args.run) / "metrics.json")
         print(pipeline.summarize(metrics))

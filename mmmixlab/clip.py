@@ -27,9 +27,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .progress import bar as tqdm
 
 from .config import ClipConfig
+from .fileio import atomic_path
+from .progress import bar as tqdm
 
 TINY_CONTEXT = 32
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -259,9 +260,8 @@ def _file_digest(path: str, chunk: int = 1 << 20) -> str:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _load_torch(path: Path):

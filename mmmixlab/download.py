@@ -33,6 +33,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from .fileio import atomic_write
+
 __all__ = ["OPENSHAPE_REPO", "OPENSHAPE_SUBSETS", "download", "plan_files"]
 
 OPENSHAPE_REPO = "OpenShape/openshape-training-data"
@@ -191,10 +193,7 @@ def _load_state(dest: Path) -> dict:
 
 
 def _save_state(dest: Path, state: dict) -> None:
-    p = dest / STATE_FILE
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write(dest / STATE_FILE, json.dumps(state, indent=1))
 
 
 def _is_offline_error(err: BaseException) -> bool:

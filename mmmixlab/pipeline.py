@@ -5,24 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
 
 from . import distributed as dist_utils
 from .batches import TripletBatches
-from .streaming import StreamBatches, detect_data_format, open_shape_source
 from .clip import FrozenCLIP, cached_features, load_frozen_clip, resolve_cache_dir
 from .config import RunConfig
-from .data import SynthConfig, build_world, display_name, load_triplets, PROMPT_TEMPLATES
+from .data import PROMPT_TEMPLATES, SynthConfig, build_world, display_name, load_triplets
 from .evaluate import encode_points, linear_probe_cv, retrieval, zero_shot
-from .train import (Trainer, TrainResult, final_encoder, read_run_state, resolve_device,
-                    save_final)
+from .fileio import write_json
+from .streaming import StreamBatches, detect_data_format, open_shape_source
+from .train import Trainer, TrainResult, read_run_state, resolve_device, save_final
 
 SPLITS = ("train", "test", "scan")
 
@@ -249,12 +248,6 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
     return metrics
 
 
-def write_json(obj, path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
 
 
 def load_run(run_dir, device="cpu", with_extra: bool = False):

@@ -43,13 +43,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from . import progress as progress_out
 
 from . import distributed as dist_utils
+from . import objectives
+from . import progress as progress_out
 from .batches import Batch, TripletBatches
 from .config import RunConfig
 from .encoders import create_point_encoder
-from . import objectives
+from .fileio import atomic_path
 from .losses import LogitScale
 from .mixing import input_mix, pair_indices, sample_lambda
 from .objectives import Alignment
@@ -383,9 +384,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_rng_to_tensors(),
             "python_rng": random.getstate(), "history": self.history,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
 
     def _load(self):
         path = self._checkpoint_path()
@@ -668,13 +668,11 @@ def save_final(result: TrainResult, cfg: RunConfig, path: os.PathLike) -> Option
     if not dist_utils.is_main_process():
         return None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": cfg.to_dict(), "embed_dim": result.embed_dim,
-                "encoders": {n: e.state_dict() for n, e in result.encoders.items()},
-                "logit_scales": {n: s.state_dict() for n, s in result.logit_scales.items()},
-                "history": result.history}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"config": cfg.to_dict(), "embed_dim": result.embed_dim,
+                    "encoders": {n: e.state_dict() for n, e in result.encoders.items()},
+                    "logit_scales": {n: s.state_dict() for n, s in result.logit_scales.items()},
+                    "history": result.history}, tmp)
     save_safetensors(result.encoders, result.logit_scales, cfg, result.embed_dim,
                      path.parent / SAFETENSORS_NAME)
     return path
@@ -693,9 +691,8 @@ def save_safetensors(encoders: dict, logit_scales: dict, cfg: RunConfig, embed_d
                     for n, s in logit_scales.items()})
     meta = {"mmmixlab": json.dumps({"config": cfg.to_dict(), "embed_dim": int(embed_dim),
                                     "encoders": sorted(encoders)}), "format": "pt"}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

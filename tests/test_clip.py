@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from mmmixlab.clip import FrozenCLIP, _tiny_model, cached_features, compute_features, load_frozen_clip
+from mmmixlab.clip import (
+    FrozenCLIP,
+    _tiny_model,
+    cached_features,
+    compute_features,
+    load_frozen_clip,
+)
 from mmmixlab.config import ClipConfig
 from mmmixlab.data import TripletSet
 

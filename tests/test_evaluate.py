@@ -4,8 +4,14 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
-from mmmixlab.evaluate import (confusion_matrix, linear_probe, most_confused_pairs, recall_at_k,
-                               retrieval, zero_shot)
+from mmmixlab.evaluate import (
+    confusion_matrix,
+    linear_probe,
+    most_confused_pairs,
+    recall_at_k,
+    retrieval,
+    zero_shot,
+)
 
 
 def data(n=120, c=7, d=16, seed=0):
@@ -103,6 +109,7 @@ def test_confusion_and_pairs():
 
 def test_linear_probe_cv_matches_sklearn_cross_validation():
     from sklearn.model_selection import StratifiedKFold, cross_val_score
+
     from mmmixlab.evaluate import linear_probe_cv
     feats, _, labels = data(n=90, c=3, seed=2)
     out = linear_probe_cv(feats, labels, folds=5)

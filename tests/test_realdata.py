@@ -18,8 +18,7 @@ from mmmixlab.benchmark_eval import load_class_features, parse_benchmark
 from mmmixlab.cli import main
 from mmmixlab.config import preset
 from mmmixlab.data import pack_triplets
-from mmmixlab.streaming import (PackedSource, StreamBatches, detect_data_format,
-                                open_shape_source)
+from mmmixlab.streaming import PackedSource, StreamBatches, detect_data_format, open_shape_source
 from mmmixlab.train import Trainer
 from tests.helpers import realdata
 from tests.helpers.toy import toy_batches
@@ -335,6 +334,7 @@ def test_eval_on_benchmarks_learns_and_matches_reference_metrics(data, trained, 
     # the fake world is easy: a trained run must beat chance (1/40) by far
     assert res["zero_shot"]["top1"] > 0.5, out
     from sklearn.metrics import balanced_accuracy_score
+
     from mmmixlab.benchmark_eval import RunModel, evaluate_benchmark
     model = RunModel.load(trained)
     again = evaluate_benchmark(model, parse_benchmark(

@@ -15,7 +15,7 @@ from mmmixlab import pipeline
 from mmmixlab.cli import main
 from mmmixlab.config import preset
 from mmmixlab.safe_pickle import UnsafePickleError, load_npy
-from mmmixlab.train import SAFETENSORS_NAME, Trainer, save_final
+from mmmixlab.train import SAFETENSORS_NAME, Trainer
 from tests.helpers import realdata
 from tests.helpers.toy import toy_batches, toy_cfg
 

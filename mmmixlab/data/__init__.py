@@ -1,7 +1,13 @@
 """Data: the embedded SynthShapes world, the triplet format, renders, captions and prompts."""
 
-from .benchmarks import (MODELNET40_CLASSES, SCANOBJECTNN_CLASSES, ULIP_TEMPLATES, LazyPoints,
-                         PointDataset, load_benchmark)
+from .benchmarks import (
+                         MODELNET40_CLASSES,
+                         SCANOBJECTNN_CLASSES,
+                         ULIP_TEMPLATES,
+                         LazyPoints,
+                         PointDataset,
+                         load_benchmark,
+)
 from .meshes import import_meshes
 from .openshape import OpenShapeTriplets, read_openshape_npy
 from .packed import PackedTriplets, pack_triplets

@@ -60,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .openshape import normalize_unit_sphere
 from .prompts import class_prompts
 
 __all__ = [
@@ -253,15 +254,6 @@ class PointDataset:
 
 # ---------------------------------------------------------------------------------- helpers
 
-def _normalize_batch(xyz: np.ndarray) -> np.ndarray:
-    """Centre each cloud on its mean and scale it into the unit sphere (float64 inside)."""
-    x = xyz.astype(np.float64)
-    x -= x.mean(axis=1, keepdims=True)
-    r = np.sqrt((x ** 2).sum(-1)).max(axis=1)
-    r[r == 0] = 1.0
-    return (x / r[:, None, None]).astype(np.float32)
-
-
 def _finish_points(xyz: np.ndarray, rgb: np.ndarray | None, swap_yz: bool,
                    normalize: bool, rgb_fill: float | None, where: str) -> np.ndarray:
     xyz = np.ascontiguousarray(xyz, dtype=np.float32)
@@ -271,7 +263,7 @@ def _finish_points(xyz: np.ndarray, rgb: np.ndarray | None, swap_yz: bool,
     if swap_yz:
         xyz = xyz[..., [0, 2, 1]]
     if normalize:
-        xyz = _normalize_batch(xyz)
+        xyz = normalize_unit_sphere(xyz)
     if rgb is None and rgb_fill is not None:
         rgb = np.full(xyz.shape, rgb_fill, dtype=np.float32)
     if rgb is None:

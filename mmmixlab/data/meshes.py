@@ -547,7 +547,6 @@ def import_meshes(src, out, points: int = 2048, views: int = 2, image_size: int 
     be imported.
     """
     from ..progress import bar as tqdm
-
     from .triplets import TripletSet, write_triplets
 
     t0 = time.time()

@@ -69,18 +69,21 @@ def swap_yz(xyz: np.ndarray) -> np.ndarray:
 
 
 def normalize_unit_sphere(xyz: np.ndarray) -> np.ndarray:
-    """Centre on the mean and scale so the farthest point lies on the unit sphere.
+    """Centre each cloud on its mean and scale it so its farthest point lies on the unit
+    sphere: one (P, 3) cloud or a batch (..., P, 3). The project's one normalizer (training
+    triplets, benchmarks, meshes, user files).
 
     Computed in float64 so huge or tiny coordinates neither overflow nor lose precision; a cloud
     whose points all coincide becomes all zeros (never NaN).
     """
     x = np.asarray(xyz, dtype=np.float64)
-    x = x - x.mean(axis=0, keepdims=True)
-    r = float(np.sqrt((x * x).sum(-1)).max()) if len(x) else 0.0
-    if not math.isfinite(r):
+    if x.shape[-2] == 0:
+        return x.astype(np.float32)
+    x = x - x.mean(axis=-2, keepdims=True)
+    r = np.sqrt((x * x).sum(-1)).max(axis=-1, keepdims=True)[..., None]
+    if not np.isfinite(r).all():
         raise ValueError("cannot normalize a cloud with NaN or inf coordinates")
-    if r > 0:
-        x = x / r
+    x = x / np.where(r > 0, r, 1.0)
     return x.astype(np.float32)
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write
 from .openshape import TEXT_VERSIONS, list_openshape_files, make_item, read_openshape_npy, subsample
 
 __all__ = ["FORMAT", "PackedTriplets", "pack_triplets"]
@@ -84,9 +85,7 @@ def _fingerprint(files, config: dict) -> str:
 
 
 def _write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 def _shrink_npy(path: Path, rows: int) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import BUDGETS, PRESETS, VARIANTS, RunConfig, faithful, preset
+from .data.synth import SynthConfig
 
 
 def _parse_value(text: str):
@@ -103,10 +104,12 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate the SynthShapes triplet folders")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--points", type=int, default=2048)
-    p.add_argument("--train-per-class", type=int, default=40)
-    p.add_argument("--test-per-class", type=int, default=70)
+    synth = SynthConfig()  # the world's defaults live there
+    p.add_argument("--seed", type=int, default=synth.seed)
+    p.add_argument("--points", type=int, default=synth.num_points)
+    p.add_argument("--train-per-class", type=int, default=synth.train_per_class)
+    p.add_argument("--test-per-class", type=int, default=synth.test_per_class,
+                   help="shapes per class in test and scan")
 
     p = sub.add_parser("features", help="cache frozen image/text features of a dataset")
     p.add_argument("--seed", type=int)
@@ -276,10 +279,11 @@ def _dispatch(args) -> int:
     from . import pipeline
 
     if args.command == "data":
-        from .data import SynthConfig, build_world
+        from .data import build_world
         paths = build_world(SynthConfig(seed=args.seed, num_points=args.points,
                                         train_per_class=args.train_per_class,
-                                        test_per_class=args.test_per_class), Path(args.out))
+                                        test_per_class=args.test_per_class,
+                                        scan_per_class=args.test_per_class), Path(args.out))
         for split, path in paths.items():
             print(f"{split}: {path}")
         return 0

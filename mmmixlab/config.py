@@ -13,6 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from .checks import check_choice
+from .losses import MODALITIES
+from .data.synth import SynthConfig
+from .mixing import INPUT_MIX_VARIANTS, PAIRINGS
+
+_SYNTH = SynthConfig()
 
 VARIANTS = ("baseline", "fm", "im", "mm-mixing", "one-stage", "baseline-2x")
 BUDGETS = ("per-stage", "total")
@@ -33,11 +38,12 @@ class DataConfig:
     num_workers: int = 2          # streamed data: DataLoader worker processes (0 = in process)
     prefetch_factor: int = 4      # streamed data: batches each worker reads ahead
     max_bad_share: float = 0.01   # streamed data: more unreadable shapes than this stops the run
-    synth_seed: int = 0
-    synth_train_per_class: int = 40
-    synth_test_per_class: int = 70   # SE of a top-1 <= 1.5 points (12 before: ~3.5 points)
-    synth_scan_per_class: int = 70
-    synth_points: int = 2048
+    # the embedded world's size, defaults from SynthConfig (the one place they are set)
+    synth_seed: int = _SYNTH.seed
+    synth_train_per_class: int = _SYNTH.train_per_class
+    synth_test_per_class: int = _SYNTH.test_per_class
+    synth_scan_per_class: int = _SYNTH.scan_per_class
+    synth_points: int = _SYNTH.num_points
     num_points: int = 1024        # points per cloud fed to the encoder (random subset per step)
     in_channels: int = 6          # 6 = xyz + rgb, 3 = xyz only
     augment: bool = True          # rotation about the up axis + scale jitter (OpenShape habit)
@@ -140,8 +146,8 @@ class RunConfig:
         check_choice(self.train.stage2_init, ("scratch", "stage1"), "stage2_init")
         check_choice(self.train.budget, BUDGETS, "budget")
         check_choice(self.data.sampling, ("random", "fps"), "data.sampling")
-        check_choice(self.mix.pairing, ("shuffle", "derangement", "flip"), "pairing")
-        check_choice(self.mix.input_variant, ("random", "knn"), "input-mixing variant")
+        check_choice(self.mix.pairing, PAIRINGS, "pairing")
+        check_choice(self.mix.input_variant, INPUT_MIX_VARIANTS, "input-mixing variant")
         if not self.mix.beta > 0:
             raise ValueError(f"mix.beta must be > 0, got {self.mix.beta}")
         if not 0.0 <= self.mix.mix_prob <= 1.0:
@@ -166,7 +172,7 @@ class RunConfig:
                              "for stage 1 alone)")
         if self.train.batch_size < 2:
             raise ValueError("train.batch_size must be >= 2: a contrastive batch needs negatives")
-        bad = [m for m in self.mix.modalities if m not in ("image", "text", "point")]
+        bad = [m for m in self.mix.modalities if m not in MODALITIES]
         if bad or not self.mix.modalities:
             raise ValueError(f"mix.modalities must be a non-empty subset of image/text/point, "
                              f"got {self.mix.modalities}")

@@ -19,6 +19,8 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from .device import resolve_device
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -42,8 +44,6 @@ def init_from_env(device: str = "auto") -> torch.device:
     Returns this rank's device. Without ``WORLD_SIZE`` > 1 it does nothing and returns the
     device resolved from ``device``.
     """
-    from .train import resolve_device
-
     base = resolve_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
         return _local_device(base)

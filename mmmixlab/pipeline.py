@@ -21,7 +21,8 @@ from .data import PROMPT_TEMPLATES, SynthConfig, build_world, display_name, load
 from .evaluate import encode_points, linear_probe_cv, retrieval, zero_shot
 from .fileio import write_json
 from .streaming import StreamBatches, detect_data_format, open_shape_source
-from .train import Trainer, TrainResult, read_run_state, resolve_device, save_final
+from .device import resolve_device
+from .train import Trainer, TrainResult, read_run_state, save_final
 
 SPLITS = ("train", "test", "scan")
 

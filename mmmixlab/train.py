@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distributed as dist_utils
+from .device import autocast_dtype, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from . import objectives
 from . import progress as progress_out
 from .batches import Batch, TripletBatches
@@ -56,26 +57,6 @@ from .mixing import input_mix, pair_indices, sample_lambda
 from .objectives import Alignment
 
 CHECKPOINT_NAME = "last.pt"
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def autocast_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``amp`` on ``device``, or None for fp32. CPU always runs fp32."""
-    if amp == "off" or device.type != "cuda":
-        return None
-    if amp in ("auto", "bf16"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else (
-            torch.float16 if amp == "auto" else None)
-    return torch.float16
 
 
 @dataclass

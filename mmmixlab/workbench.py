@@ -31,7 +31,8 @@ from .clip import resolve_cache_dir
 from .config import RunConfig, preset
 from .data import CONFUSABLE_PAIRS
 from .evaluate import confusion_matrix, most_confused_pairs, zero_shot
-from .train import RESUME_MAY_CHANGE, final_encoder, resolve_device
+from .device import resolve_device
+from .train import RESUME_MAY_CHANGE, final_encoder
 
 # What MMMIXLAB_SMOKE=1 changes: 64 train shapes, 1+1 epochs, a few steps of CLIP pre-training
 # (and, for Point-BERT backbones, 16 patches of 16 points).

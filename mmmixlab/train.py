@@ -248,26 +248,17 @@ class Trainer:
             lam = torch.ones(b)  # this batch is left unmixed
         return partner.to(self.device), lam.to(self.device)
 
-    def _plan(self, phase: Phase, batch: Batch):
-        """The inputs each trained encoder sees in this step, and the loss as a function of
-        their features. Split this way so gradient caching can run the encoders in chunks.
-
-        Pairs are formed within each rank's batch (mixing needs no cross-rank exchange of
-        clouds); the mixed features are then gathered so every loss is over the global batch.
-        """
+    def prepare_step(self, phase: Phase, batch: Batch):
+        """One step's inputs before any loss: ``(inputs, alignment, target_p)``: the clouds each
+        trained encoder sees (``{"A"|"B": (B or 2B, N, C)}``, mixed rows first), the
+        :class:`~mmmixlab.objectives.Alignment` (targets and mixing draw) and, in stage 2, the
+        frozen stage-1 encoder's features of the unmixed clouds (m^P before mixing)."""
         mc = self.cfg.mix
-        b = batch.points.shape[0]
         al = Alignment(batch.image, batch.text, batch.text_valid,
                        align_unmixed=mc.align_unmixed, gather=dist_utils.gather)
-        scales = {n: s() for n, s in self.logit_scales.items()}
-
         if phase.name == "baseline":
-            def baseline_loss(f):
-                loss = objectives.baseline_objective(f["A"], al, scales["A"], mc.modalities)
-                return loss, {"loss": loss}
-            return {"A": batch.points}, baseline_loss
-
-        al.partner, al.lam = self._mixing(b)
+            return {"A": batch.points}, al, None
+        al.partner, al.lam = self._mixing(batch.points.shape[0])
         al.lam_x = al.lam
         inputs, target_p = {}, None
         if phase.name in ("stage1", "joint"):
@@ -282,6 +273,25 @@ class Trainer:
             if phase.name == "stage2":
                 with torch.no_grad():
                     target_p = self._encode("A", batch.points)
+        return inputs, al, target_p
+
+    def _plan(self, phase: Phase, batch: Batch):
+        """The inputs each trained encoder sees in this step, and the loss as a function of
+        their features. Split this way so gradient caching can run the encoders in chunks.
+
+        Pairs are formed within each rank's batch (mixing needs no cross-rank exchange of
+        clouds); the mixed features are then gathered so every loss is over the global batch.
+        """
+        mc = self.cfg.mix
+        b = batch.points.shape[0]
+        inputs, al, target_p = self.prepare_step(phase, batch)
+        scales = {n: s() for n, s in self.logit_scales.items()}
+
+        if phase.name == "baseline":
+            def baseline_loss(f):
+                loss = objectives.baseline_objective(f["A"], al, scales["A"], mc.modalities)
+                return loss, {"loss": loss}
+            return inputs, baseline_loss
 
         def step_loss(f):
             terms = {}

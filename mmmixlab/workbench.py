@@ -565,3 +565,49 @@ def benchmark_retrieval_rows(evals_by_run: dict, num_queries: int = 4, k: int = 
             "gallery_points": gallery, "gallery_labels": first.labels,
             "query_labels": rows["query_labels"], "class_names": first.class_names,
             "row_labels": rows["row_labels"]}
+
+
+# ---------------------------------------------------------------------------------- one step
+def one_step(run: Run, world: pipeline.World, phase: str = "stage1", rows: int = 8,
+             seed: int = 0) -> dict:
+    """What one training step of ``phase`` computes, with the run's trained encoders: the
+    batch's pairs and mixing ratios (``pairs``, a table), the encoder features the objective
+    receives (``features``: ``mixed``/``plain`` rows, the stage-2 target ``target``), its
+    :class:`~mmmixlab.objectives.Alignment` (``alignment``) and the logit ``scale``, ready for
+    ``objectives.stage1_objective`` / ``objectives.stage2_objective``; plus ``loss``, the
+    trainer's own loss of the same step for comparison."""
+    import pandas as pd
+
+    from .train import Trainer
+
+    cfg = run.cfg.replace(**{"train.device": "cpu"})
+    trainer = Trainer(cfg, pipeline.training_batches(cfg, world), embed_dim=world.dim,
+                      progress=False)
+    for name, enc in trainer.encoders.items():
+        enc.load_state_dict(run.encoders[name].state_dict())
+        enc.eval()  # no dropout: the features shown are the ones the loss below uses
+    step = next((p for p in trainer.phases if p.name == phase), None)
+    if step is None:
+        raise ValueError(f"run {run.path.name} has no phase {phase!r}")
+    g = torch.Generator().manual_seed(seed)
+    batch = trainer.batches.make_batch(torch.randperm(len(world.splits["train"]), generator=g)
+                                       [:rows], g)
+    state = trainer.local_generator.get_state()
+    inputs, al, target = trainer.prepare_step(step, batch)
+    name = "B" if phase == "stage2" else "A"
+    after = trainer.local_generator.get_state()
+    trainer.local_generator.set_state(state)  # the trainer's own step replays the same draw
+    with torch.no_grad():
+        feats = trainer._encode(name, inputs[name])
+        loss, _ = trainer.compute_loss(phase, batch)
+    labels = world.splits["train"].labels
+    names = world.class_names
+    pairs = pd.DataFrame({
+        "shape": [names[labels[i]] for i in batch.index.tolist()],
+        "partner": [names[labels[batch.index[j]]] for j in al.partner.tolist()],
+        "lam (features)": al.lam.tolist(), "lam_x (points kept)": al.lam_x.tolist()})
+    mixed = feats[:rows] if phase != "stage1" else al.mix(feats, al.lam)
+    return {"pairs": pairs.round(3), "alignment": al, "scale": trainer.logit_scales[name](),
+            "features": {"mixed": mixed, "plain": feats[rows:] if phase != "stage1" else feats,
+                         "target": target},
+            "loss": float(loss)}

@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e ".[dev,notebooks]" $(TORCH_PIN)
-	# JupyterLab opens clean: no "Build Recommended" dialog for dash (pulled in by open3d)
+	# JupyterLab opens clean: no "Build Recommended" dialog for dash (pulled in by open3d), no
+	# news prompt (scripts/check_lab.py verifies it in a real browser)
 	mkdir -p $(VENV)/etc/jupyter/labconfig
-	echo '{"buildCheck": false, "buildAvailable": false}' > $(VENV)/etc/jupyter/labconfig/page_config.json
+	echo '{"buildCheck": false, "buildAvailable": false, "disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}' > $(VENV)/etc/jupyter/labconfig/page_config.json
 	touch $(STAMP)
 
 install: sysdeps $(STAMP)

@@ -71,13 +71,8 @@ def make_workload(encoder: str, batch: int, num_points: int, device: torch.devic
 
 
 def enter_phase(trainer: Trainer, phase_name: str):
-    """Set train/eval mode and requires_grad as ``Trainer.fit`` does for a phase; returns it."""
-    phase = next(p for p in trainer.phases if p.name == phase_name)
-    for n in trainer.encoders:
-        trainer.encoders[n].train(n in phase.trains)
-        trainer.encoders[n].requires_grad_(n in phase.trains)
-        trainer.logit_scales[n].requires_grad_(n in phase.trains)
-    return phase
+    """The named phase entered as ``Trainer.fit`` enters it (``Trainer.enter_phase``)."""
+    return trainer.enter_phase(next(p for p in trainer.phases if p.name == phase_name))
 
 
 def autocast(trainer: Trainer):

@@ -466,6 +466,15 @@ class Trainer:
             self._log = None
 
     # -- main loop ----------------------------------------------------------------------------
+    def enter_phase(self, phase: Phase) -> Phase:
+        """Train mode and gradients for the encoders (and logit scales) ``phase`` trains; the
+        others frozen in eval mode (stage 2's encoder A gives targets)."""
+        for n in self.encoders:
+            self.encoders[n].train(n in phase.trains)
+            self.encoders[n].requires_grad_(n in phase.trains)
+            self.logit_scales[n].requires_grad_(n in phase.trains)
+        return phase
+
     def fit(self, resume: bool = False, on_epoch: Optional[Callable[[dict], None]] = None
             ) -> TrainResult:
         tc = self.cfg.train
@@ -479,10 +488,7 @@ class Trainer:
             for phase_idx, phase in enumerate(self.phases):
                 if state and phase_idx < state["phase"]:
                     continue
-                for n in self.encoders:
-                    self.encoders[n].train(n in phase.trains)
-                    self.encoders[n].requires_grad_(n in phase.trains)
-                    self.logit_scales[n].requires_grad_(n in phase.trains)
+                self.enter_phase(phase)
                 opt, sched = self._optimizer(phase)
                 first_epoch, skip, partial = 0, 0, None
                 if state and phase_idx == state["phase"]:

@@ -180,7 +180,7 @@ def _display(obj) -> None:
 # Features, predictions, retrieval
 # ---------------------------------------------------------------------------------------------
 
-def point_features(run: Run, world: pipeline.World) -> dict:
+def run_point_features(run: Run, world: pipeline.World) -> dict:
     """Unit 3D features of every split, ``{split: (S, D)}``, cached beside the run."""
     path = run.path / "point_features.pt"
     if path.exists():

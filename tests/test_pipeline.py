@@ -174,3 +174,32 @@ def test_tiny_world_run_on_released_benchmark_and_own_meshes(cache, tmp_path, ca
     assert set(res["zero_shot"]["per_class"]) == {"lamp", "table", "teapot"}
     out = capsys.readouterr().out
     assert "modelnet40" not in out and "mine" in out
+
+
+def test_demo_compares_baseline_and_mm_mixing(cache, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--cache", str(cache)] + SMALL) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    first = rows[0]
+    base = json.loads((out / "baseline" / "metrics.json").read_text())
+    mm = json.loads((out / "mm-mixing" / "metrics.json").read_text())
+    assert first["metric"] == "zero-shot top-1 test"
+    assert first["baseline"] == base["zero_shot"]["test"]["top1"]
+    assert first["mm-mixing"] == mm["zero_shot"]["test"]["top1"]
+    assert [h["phase"] for h in base["history"]] == ["baseline"]  # one stage: per-stage budget
+    assert [h["phase"] for h in mm["history"]] == ["stage1", "stage2"]
+    assert "zero-shot top-1 test" in printed and "budget per-stage" in printed
+
+
+def test_find_converged_epochs_compares_baseline_with_twice_its_training(cache, tmp_path):
+    from mmmixlab.ablation import find_converged_epochs
+    cfg = small_cfg(cache, **{"train.encoder": "pointnet"})
+    res = find_converged_epochs(cfg, [1, 2], [0, 1], tmp_path / "conv")
+    assert 1 <= len(res["checks"]) <= 2
+    first = res["checks"][0]
+    assert first["epochs"] == 1 and set(first["within"]) == {"zs_test_top1", "zs_scan_top1"}
+    b, b2 = first["baseline"]["zs_test_top1"], first["baseline-2x"]["zs_test_top1"]
+    assert first["within"]["zs_test_top1"] == (b["lo"] <= b2["mean"] <= b["hi"])
+    assert res["epochs"] in (None, 1, 2)
+    assert json.loads((tmp_path / "conv" / "convergence.json").read_text())["checks"]

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from .checks import check_choice
-from .losses import MODALITIES
 from .data.synth import SynthConfig
+from .losses import MODALITIES
 from .mixing import INPUT_MIX_VARIANTS, PAIRINGS
 
 _SYNTH = SynthConfig()

@@ -18,10 +18,10 @@ from .batches import TripletBatches
 from .clip import FrozenCLIP, cached_features, load_frozen_clip, resolve_cache_dir
 from .config import RunConfig
 from .data import PROMPT_TEMPLATES, SynthConfig, build_world, display_name, load_triplets
+from .device import resolve_device
 from .evaluate import encode_points, linear_probe_cv, retrieval, zero_shot
 from .fileio import write_json
 from .streaming import StreamBatches, detect_data_format, open_shape_source
-from .device import resolve_device
 from .train import Trainer, TrainResult, read_run_state, save_final
 
 SPLITS = ("train", "test", "scan")

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .batches import Batch
-from .data.openshape import resolve_split_paths
+from .data.openshape import read_split_entries, resolve_split_paths
 
 __all__ = ["OpenShapeSource", "PackedSource", "StreamBatches", "detect_data_format",
            "open_shape_source", "DATA_FORMATS"]
@@ -124,7 +124,7 @@ class OpenShapeSource:
         if listing is not None:
             if not listing.is_file():
                 raise FileNotFoundError(f"split list {listing} not found")
-            entries = self._read_listing(listing)
+            entries = read_split_entries(listing)
             bases = [root if root.is_dir() else listing.parent, listing.parent,
                      *listing.parents[:3]]
             paths = resolve_split_paths(entries, bases)
@@ -138,30 +138,6 @@ class OpenShapeSource:
         first = self._first_readable()
         self.dim = int(first.image_feat.shape[1])
         self.points_per_shape = int(first.xyz.shape[0])
-
-    @staticmethod
-    def _read_listing(path: Path) -> list[str]:
-        if path.suffix == ".json":
-            try:
-                entries = json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from e
-            if not isinstance(entries, list) or not entries:
-                raise ValueError(f"{path}: expected a non-empty list of {{data_path, ...}} "
-                                 f"entries (OpenShape's meta_data/split/ format)")
-            out = []
-            for i, e in enumerate(entries):
-                p = e.get("data_path") if isinstance(e, dict) else e if isinstance(e, str) \
-                    else None
-                if not p:
-                    raise ValueError(f"{path}: entry {i} has no 'data_path': {e!r:.100}")
-                out.append(str(p))
-            return out
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        out = [ln for ln in lines if ln]
-        if not out:
-            raise ValueError(f"{path}: lists no shape files")
-        return out
 
     def _first_readable(self):
         from .data.openshape import read_openshape_npy

@@ -45,11 +45,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distributed as dist_utils
-from .device import autocast_dtype, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from . import objectives
 from . import progress as progress_out
 from .batches import Batch, TripletBatches
 from .config import RunConfig
+from .device import autocast_dtype, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from .encoders import create_point_encoder
 from .fileio import atomic_path
 from .losses import LogitScale

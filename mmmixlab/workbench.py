@@ -30,8 +30,8 @@ from . import pipeline
 from .clip import resolve_cache_dir
 from .config import RunConfig, preset
 from .data import CONFUSABLE_PAIRS
-from .evaluate import confusion_matrix, most_confused_pairs, zero_shot
 from .device import resolve_device
+from .evaluate import confusion_matrix, most_confused_pairs, zero_shot
 from .train import RESUME_MAY_CHANGE, final_encoder
 
 # What MMMIXLAB_SMOKE=1 changes: 64 train shapes, 1+1 epochs, a few steps of CLIP pre-training
@@ -595,7 +595,6 @@ def one_step(run: Run, world: pipeline.World, phase: str = "stage1", rows: int =
     state = trainer.local_generator.get_state()
     inputs, al, target = trainer.prepare_step(step, batch)
     name = "B" if phase == "stage2" else "A"
-    after = trainer.local_generator.get_state()
     trainer.local_generator.set_state(state)  # the trainer's own step replays the same draw
     with torch.no_grad():
         feats = trainer._encode(name, inputs[name])

@@ -476,3 +476,11 @@ def test_notebooks_05_to_07_on_streamed_data_with_benchmarks(data, tmp_path, mon
     assert {"retrieval_modelnet40.png", "retrieval_objaverse_lvis.png"} <= figures
     runs = sorted(p.name.split("-s")[0] for p in (tmp_path / "cache" / "runs").iterdir())
     assert runs == ["baseline", "mm-mixing"]  # trained once on the store, shared by the series
+
+
+def test_pack_from_a_split_list_with_the_authors_paths(data, tmp_path):
+    """`mmmixlab pack meta_data/split/train_all.json OUT`: the /mnt/data/... paths OpenShape's
+    split files carry are found below the list's folders."""
+    half = data["root"] / "meta_data" / "split" / "train_half.json"
+    manifest = pack_triplets(half, tmp_path / "packed", progress=False)
+    assert manifest["num_shapes"] == data["num_shapes"] // 2 and not manifest["skipped"]

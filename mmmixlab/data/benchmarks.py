@@ -635,18 +635,12 @@ def _resolve_data_path(data_path: str, bases: Sequence[Path]) -> Path | None:
 
 
 def _objaverse_lvis(root: Path, split: str, opts: dict) -> PointDataset:
-    from .openshape import read_openshape_npy
+    from .openshape import read_json_list, read_openshape_npy
 
     if split != "test":
         raise ValueError(f"Objaverse-LVIS is an evaluation set; asked for split {split!r}")
     split_file = _lvis_split_file(root)
-    try:
-        entries = json.loads(split_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{split_file}: not valid JSON ({e})") from e
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{split_file}: expected a non-empty list of {{uid, category, "
-                         f"data_path}}")
+    entries = read_json_list(split_file, "{uid, category, data_path}")
     base_root = root if root.is_dir() else split_file.parent
     bases = [base_root, split_file.parent, *split_file.parents[:3]]
     paths, cats, uids, missing = [], [], [], []

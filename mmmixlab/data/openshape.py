@@ -280,10 +280,41 @@ def read_openshape_npy(path, text_version: str = "prompt_avg", texts: bool = Tru
 
 # ---------------------------------------------------------------------------------- file lists
 
+def read_json_list(path: Path, what: str) -> list:
+    """A JSON file holding a non-empty list (OpenShape's split files); errors name the file."""
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty list of {what}")
+    return entries
+
+
+def read_split_entries(path: Path) -> list[str]:
+    """The shape paths a split list names, as written: an OpenShape split ``.json`` (a list of
+    ``{"data_path", ...}``, or of strings) or a text file with one path a line."""
+    path = Path(path)
+    if path.suffix == ".json":
+        out = []
+        for i, e in enumerate(read_json_list(path, "{data_path, ...} entries (OpenShape's "
+                                                   "meta_data/split/ format)")):
+            p = e.get("data_path") if isinstance(e, dict) else e if isinstance(e, str) else None
+            if not p:
+                raise ValueError(f"{path}: entry {i} has no 'data_path': {e!r:.100}")
+            out.append(str(p))
+        return out
+    out = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not out:
+        raise ValueError(f"{path}: lists no shape files")
+    return out
+
+
 def list_openshape_files(src) -> list[Path]:
     """The shape files named by ``src``: a folder (every ``*.npy`` below it, sorted), an
-    OpenShape split ``.json`` (a list of ``{"data_path", ...}``; relative paths are taken from
-    the json's folder), a text file of paths (one a line) or a list of paths."""
+    OpenShape split ``.json`` or a text file of paths (:func:`read_split_entries`; paths that do
+    not exist as written, such as OpenShape's ``/mnt/data/...``, are found below the list's
+    folders by :func:`resolve_split_paths`), or a list of paths."""
     if isinstance(src, (list, tuple)):
         files = [Path(p) for p in src]
     else:
@@ -292,22 +323,9 @@ def list_openshape_files(src) -> list[Path]:
             files = sorted(src.rglob("*.npy"))
             if not files:
                 raise FileNotFoundError(f"{src}: folder holds no .npy shape files")
-        elif src.is_file() and src.suffix == ".json":
-            try:
-                entries = json.loads(src.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ValueError(f"{src}: not valid JSON ({e})") from e
-            if not isinstance(entries, list):
-                raise ValueError(f"{src}: expected a list of {{data_path, ...}} entries")
-            files = []
-            for i, e in enumerate(entries):
-                if not isinstance(e, dict) or "data_path" not in e:
-                    raise ValueError(f"{src}: entry {i} has no 'data_path': {e!r:.100}")
-                p = Path(e["data_path"])
-                files.append(p if p.is_absolute() else src.parent / p)
         elif src.is_file():
-            files = [Path(ln.strip()) for ln in src.read_text(encoding="utf-8").splitlines()
-                     if ln.strip()]
+            bases = [src.parent, *src.parent.parents[:4]]
+            files = [Path(p) for p in resolve_split_paths(read_split_entries(src), bases)]
         else:
             raise FileNotFoundError(f"{src}: no such folder or file list")
     if not files:

@@ -354,8 +354,11 @@ class Trainer:
     def _checkpoint_path(self) -> Optional[Path]:
         return None if self.out_dir is None else self.out_dir / "checkpoints" / CHECKPOINT_NAME
 
-    def _save(self, phase_idx, epoch, step_in_epoch, order, opt, sched, global_step,
-              partial=None):
+    def _save(self, *, phase_idx: int, epoch: int, step_in_epoch: int, global_step: int,
+              order=None, opt=None, sched=None, partial=None):
+        """A checkpoint of the position (phase, epoch, step in it; the epoch's ``order`` when
+        mid-epoch), the optimizer and scheduler (None at a phase boundary, where the next phase
+        starts fresh ones), and ``partial`` epoch sums."""
         local_states = dist_utils.gather_objects(self.local_generator.get_state())
         path = self._checkpoint_path()
         if path is None or not self.main:
@@ -570,7 +573,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{scale.temperature:.4f}")
             if tc.checkpoint_every and done % tc.checkpoint_every == 0 \
                     and step < len(self.batches):
-                self._save(phase_idx, epoch, step, order, opt, sched, done,
+                self._save(phase_idx=phase_idx, epoch=epoch, step_in_epoch=step,
+                           global_step=done, order=order, opt=opt, sched=sched,
                            partial={"sums": sums, "seconds": seconds,
                                     "data_seconds": data_seconds})
         n = len(self.batches)
@@ -595,9 +599,10 @@ class Trainer:
         if on_epoch is not None:
             on_epoch(record)
         if last_epoch:
-            self._save(phase_idx + 1, 0, 0, None, None, None, done)
+            self._save(phase_idx=phase_idx + 1, epoch=0, step_in_epoch=0, global_step=done)
         else:
-            self._save(phase_idx, epoch + 1, 0, None, opt, sched, done)
+            self._save(phase_idx=phase_idx, epoch=epoch + 1, step_in_epoch=0, global_step=done,
+                       opt=opt, sched=sched)
 
 
 # Settings that may change between a run and its resumption: where and how fast it runs, and

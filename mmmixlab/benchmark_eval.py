@@ -327,14 +327,36 @@ def evaluate_folder(model: RunModel, folder, class_features=None, keep: bool = F
     points = np.asarray(ts.points)[keep_rows]
     feats = model.encode(points)
     lab = labels[keep_rows]
+    image, text, note = _folder_queries(model, ts.select(keep_rows))
     metrics = {"benchmark": folder.name, "variant": None, "path": str(split_dir),
                "num_shapes": int(len(keep_rows)), "num_classes": len(names),
                "unlabelled_shapes_left_out": int(len(labels) - len(keep_rows)),
                "chance": 1.0 / len(names), "class_features": source,
                "zero_shot": _zero_shot(feats, class_feats, lab, names),
-               "retrieval": _retrieval(feats, lab)}
+               "retrieval": _retrieval(feats, lab, image, text)}
+    if note:
+        metrics["retrieval_note"] = note
     metrics["seconds"] = time.perf_counter() - t0
     return EvalResult(metrics, feats, class_feats, lab, names, ts if keep else None)
+
+
+def _folder_queries(model: RunModel, triplets):
+    """Image->PC and text->PC queries of a triplet folder: its first render and first caption
+    per shape, encoded by the run's frozen encoders (``({i: f}, {i: f}, note)``); a run whose
+    encoders cannot be loaded (trained on streamed features) gets PC->PC only, with the reason."""
+    from .clip import compute_features
+
+    try:
+        clip = model.text_encoder("retrieval on a folder")
+    except ValueError as err:
+        return None, None, f"image/text retrieval skipped: {err}"
+    f = compute_features(clip, triplets)
+    image = {i: f.image[i, 0].numpy() for i in range(len(triplets))}
+    text = {i: f.text[i, 0].numpy() for i in range(len(triplets)) if bool(f.text_mask[i, 0])}
+    if f.image.shape[-1] != model.embed_dim:
+        return None, None, (f"image/text retrieval skipped: the frozen encoders give "
+                            f"{f.image.shape[-1]}-d features, the 3D encoder {model.embed_dim}-d")
+    return image, text, None
 
 
 def write_result(model: RunModel, result: EvalResult, name: str) -> Path:

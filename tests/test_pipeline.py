@@ -171,6 +171,7 @@ def test_tiny_world_run_on_released_benchmark_and_own_meshes(cache, tmp_path, ca
     assert main(["eval", "--run", str(run), "--data", str(folder)]) == 0
     res = json.loads((run / "eval" / "mine.json").read_text())
     assert res["class_features"].startswith("2 of 3 classes matched by name")
+    assert {"pc2pc", "img2pc", "text2pc"} <= set(res["retrieval"])  # renders and captions
     assert set(res["zero_shot"]["per_class"]) == {"lamp", "table", "teapot"}
     out = capsys.readouterr().out
     assert "modelnet40" not in out and "mine" in out

@@ -111,7 +111,15 @@ def load_class_features(path, class_names: Sequence[str], dim: Optional[int] = N
         except ValueError as e:
             raise ValueError(f"{path}: class features of different widths ({e})") from e
     else:
+        if isinstance(obj, np.ndarray) and obj.dtype == object:  # an array of per-class arrays
+            try:
+                obj = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in obj])
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{path}: an object array that is not one feature per class "
+                                 f"({e})") from e
         feats = np.asarray(obj, dtype=np.float32)
+        if feats.ndim == 3 and feats.shape[1] == 1:  # (C, 1, D), as some exports save it
+            feats = feats[:, 0]
         if feats.ndim != 2:
             raise ValueError(f"{path}: class features must be a (classes, width) array or a "
                              f"{{name: feature}} dict, got shape {feats.shape}")

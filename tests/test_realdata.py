@@ -239,6 +239,14 @@ def test_class_features_array_and_dict_forms(data, tmp_path):
     want = torch.nn.functional.normalize(torch.from_numpy(np.stack([raw["toilet"], raw["bag"]])),
                                          dim=-1)
     torch.testing.assert_close(got, want)
+    objs = tmp_path / "objects.npy"  # an object array of per-class arrays, (C, 1, D) too
+    arr = np.empty(40, dtype=object)
+    for i in range(40):
+        arr[i] = np.load(cf["modelnet40"])[i][None]
+    np.save(objs, arr, allow_pickle=True)
+    torch.testing.assert_close(load_class_features(objs, MODELNET40_CLASSES, realdata.D), mn)
+    np.save(objs, np.load(cf["modelnet40"])[:, None, :])
+    torch.testing.assert_close(load_class_features(objs, MODELNET40_CLASSES, realdata.D), mn)
     with pytest.raises(ValueError, match=r"features of 40 classes, .* has 15 classes"):
         load_class_features(cf["modelnet40"], SCANOBJECTNN_CLASSES, realdata.D)
     with pytest.raises(ValueError, match=rf"are {realdata.D}-d, the run's 3D encoder outputs "

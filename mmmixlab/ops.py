@@ -49,6 +49,11 @@ __all__ = [
 _CHUNK_ELEMENTS = 1 << 24
 # FPS distance updates (B * N * M) below which one thread beats waking the pool (~1 ms of work)
 _FPS_PARALLEL_MIN_WORK = 1 << 20
+# Pruned FPS (cells of _FPS_CELL points skipped when the new pick cannot reach them): used from
+# this many picks and points on, where it measured faster than the plain loop
+_FPS_PRUNE_MIN_PICKS = 256
+_FPS_PRUNE_MIN_POINTS = 1024
+_FPS_CELL = 64
 
 
 # ----------------------------------------------------------------------------- validation
@@ -155,13 +160,110 @@ if HAVE_NUMBA:
                     nxt = j
             far = nxt
 
+    @njit(cache=True)
+    def _fps_one_pruned(px, py, pz, far, m, out_row, cell):  # pragma: no cover - compiled
+        """The same picks as :func:`_fps_one`, skipping whole cells of points that the new
+        pick cannot bring closer.
+
+        Points are sorted along a Morton curve and cut into cells of ``cell`` points, each with
+        its bounding box and the largest current distance in it (with the lowest original index
+        holding it). A new pick s lowers some distance in a cell only if s is nearer to a point
+        of the cell than that point's current distance; the squared distance from s to the
+        cell's box, computed with the same operations in the same order, is a floating-point
+        lower bound of every point's distance to s (rounding is monotonic), so a cell whose
+        bound is >= its largest distance keeps every distance and is skipped: the result is
+        identical, ties included, and late picks touch only the cells near them.
+        """
+        n = px.shape[0]
+        lo_x, hi_x = px.min(), px.max()
+        lo_y, hi_y = py.min(), py.max()
+        lo_z, hi_z = pz.min(), pz.max()
+        span = max(hi_x - lo_x, hi_y - lo_y, hi_z - lo_z)
+        scale = 1023.0 / span if span > 0 else 0.0
+        code = np.empty(n, dtype=np.int64)
+        for j in range(n):  # 10-bit Morton code per point
+            ix = int((px[j] - lo_x) * scale)
+            iy = int((py[j] - lo_y) * scale)
+            iz = int((pz[j] - lo_z) * scale)
+            c = 0
+            for bit in range(10):
+                c |= (((ix >> bit) & 1) << (3 * bit)) | (((iy >> bit) & 1) << (3 * bit + 1)) \
+                    | (((iz >> bit) & 1) << (3 * bit + 2))
+            code[j] = c
+        order = np.argsort(code, kind="mergesort")
+        xs, ys, zs = px[order], py[order], pz[order]
+        ncell = (n + cell - 1) // cell
+        bx0 = np.empty(ncell)
+        bx1 = np.empty(ncell)
+        by0 = np.empty(ncell)
+        by1 = np.empty(ncell)
+        bz0 = np.empty(ncell)
+        bz1 = np.empty(ncell)
+        for c in range(ncell):
+            a, b = c * cell, min(n, (c + 1) * cell)
+            bx0[c], bx1[c] = xs[a:b].min(), xs[a:b].max()
+            by0[c], by1[c] = ys[a:b].min(), ys[a:b].max()
+            bz0[c], bz1[c] = zs[a:b].min(), zs[a:b].max()
+        dist = np.full(n, np.inf)
+        cmax = np.full(ncell, np.inf)
+        carg = np.zeros(ncell, dtype=np.int64)  # original index of cmax's lowest holder
+        for i in range(m):
+            out_row[i] = far
+            sx, sy, sz = px[far], py[far], pz[far]
+            for c in range(ncell):
+                gx = max(bx0[c] - sx, sx - bx1[c], 0.0)
+                gy = max(by0[c] - sy, sy - by1[c], 0.0)
+                gz = max(bz0[c] - sz, sz - bz1[c], 0.0)
+                if gx * gx + gy * gy + gz * gz >= cmax[c]:
+                    continue  # no distance in this cell can drop
+                a, b = c * cell, min(n, (c + 1) * cell)
+                best = -1.0
+                arg = 0
+                for j in range(a, b):
+                    dx = xs[j] - sx
+                    dy = ys[j] - sy
+                    dz = zs[j] - sz
+                    d = min(dist[j], dx * dx + dy * dy + dz * dz)
+                    dist[j] = d
+                    if d > best or (d == best and order[j] < arg):
+                        best = d
+                        arg = order[j]
+                cmax[c] = best
+                carg[c] = arg
+            best = 0.0
+            nxt = far  # all distances 0: keep the previous pick, as open3d does
+            for c in range(ncell):
+                if cmax[c] > best or (cmax[c] == best and best > 0.0 and carg[c] < nxt):
+                    best = cmax[c]
+                    nxt = carg[c]
+            far = nxt
+
+    @njit(cache=True)
+    def _fps_kernel_pruned(xyz, start, m, cell):  # pragma: no cover - compiled
+        """Every cloud through the pruned loop (the tests compare it with the plain one)."""
+        b = xyz.shape[0]
+        out = np.empty((b, m), dtype=np.int64)
+        for bi in range(b):
+            _fps_one_pruned(xyz[bi, 0], xyz[bi, 1], xyz[bi, 2], start[bi], m, out[bi], cell)
+        return out
+
+    @njit(cache=True)
+    def _fps_cloud(px, py, pz, far, m, out_row):  # pragma: no cover - compiled
+        """One cloud: pruned when enough picks amortize sorting it into cells (measured on
+        this machine: 1.2-1.5x at 256 picks, 2-4x at 1,000-2,000 picks from 2k-10k points),
+        plain otherwise."""
+        if m >= _FPS_PRUNE_MIN_PICKS and px.shape[0] >= _FPS_PRUNE_MIN_POINTS:
+            _fps_one_pruned(px, py, pz, far, m, out_row, _FPS_CELL)
+        else:
+            _fps_one(px, py, pz, far, m, out_row)
+
     @njit(parallel=True, cache=True)
     def _fps_kernel(xyz, start, m):  # pragma: no cover - compiled, checked via the tests
         """xyz: (B, 3, N) float64, coordinate planes contiguous; start: (B,) int64."""
         b = xyz.shape[0]
         out = np.empty((b, m), dtype=np.int64)
         for bi in prange(b):  # clouds are independent; the picks within one are not
-            _fps_one(xyz[bi, 0], xyz[bi, 1], xyz[bi, 2], start[bi], m, out[bi])
+            _fps_cloud(xyz[bi, 0], xyz[bi, 1], xyz[bi, 2], start[bi], m, out[bi])
         return out
 
     @njit(cache=True)
@@ -172,7 +274,7 @@ if HAVE_NUMBA:
         b = xyz.shape[0]
         out = np.empty((b, m), dtype=np.int64)
         for bi in range(b):
-            _fps_one(xyz[bi, 0], xyz[bi, 1], xyz[bi, 2], start[bi], m, out[bi])
+            _fps_cloud(xyz[bi, 0], xyz[bi, 1], xyz[bi, 2], start[bi], m, out[bi])
         return out
 
 

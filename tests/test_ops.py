@@ -195,3 +195,38 @@ def test_index_points_and_group():
     x = torch.randn(1, 5, 3, requires_grad=True)
     index_points(x, torch.tensor([[1, 1, 3]])).sum().backward()
     assert x.grad[0, :, 0].tolist() == [0, 2, 0, 1, 0]
+
+
+@pytest.mark.parametrize("kind", ["normal", "grid", "rounded", "duplicates"])
+def test_pruned_fps_equals_the_plain_loop_ties_included(kind):
+    """The cell-pruned loop (used for many picks) picks exactly what the plain loop picks, on
+    clouds full of equal distances and repeated points, for any cell size."""
+    from mmmixlab.ops import _fps_kernel_pruned, _fps_kernel_serial
+    rng = np.random.default_rng(11)
+    for n, m in ((7, 7), (300, 64), (2500, 700)):
+        if kind == "normal":
+            x = rng.normal(size=(2, n, 3))
+        elif kind == "grid":
+            x = rng.integers(0, 4, size=(2, n, 3)).astype(np.float64)
+        elif kind == "rounded":
+            x = np.round(rng.uniform(-1, 1, size=(2, n, 3)), 1)
+        else:
+            x = np.repeat(rng.normal(size=(2, n // 5 + 1, 3)), 5, axis=1)[:, :n]
+        xt = np.ascontiguousarray(x.transpose(0, 2, 1))
+        start = rng.integers(0, n, size=2)
+        plain = _fps_kernel_serial(xt, start, m) if m < 256 else None
+        for cell in (1, 16, 64):
+            pruned = _fps_kernel_pruned(xt, start, m, cell)
+            ref = farthest_point_sample_reference(torch.from_numpy(x), m,
+                                                  torch.from_numpy(start)).numpy()
+            np.testing.assert_array_equal(pruned, ref)
+            if plain is not None:
+                np.testing.assert_array_equal(pruned, plain)
+
+
+def test_fps_with_many_picks_matches_open3d():
+    """Sizes that take the pruned path through the public function."""
+    x = np.random.default_rng(3).standard_normal((4000, 3)).astype(np.float32)
+    idx = farthest_point_sample(torch.from_numpy(x)[None], 1024, 17)[0].numpy()
+    np.testing.assert_array_equal(_o3d_fps_points(x, 1024, 17),
+                                  x.astype(np.float64)[np.sort(idx)])

@@ -33,6 +33,18 @@ class Batch:
             self.points, self.image, self.text, self.text_valid, self.index)), self.skipped)
 
 
+def check_batch(batch: Batch) -> Batch:
+    """A batch's values are finite: checked once per step, on the CPU before the copy to the
+    device (no host sync there), so the losses can skip their own per-term scans."""
+    for name in ("points", "image", "text"):
+        t = getattr(batch, name)
+        if t.device.type == "cpu" and not torch.isfinite(t).all():
+            rows = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise ValueError(f"batch {name} hold NaN or inf (rows {rows[:10]}, shapes "
+                             f"{batch.index[rows[:10]].tolist()})")
+    return batch
+
+
 class TripletBatches:
     """Batches of (cloud, image feature, text feature) from in-memory arrays."""
 

@@ -60,13 +60,31 @@ def _local_device(base: torch.device) -> torch.device:
     return base
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward gives each rank the summed gradient of its own
+    rows (every rank computes the full loss, so each rank's copy of a row gets a gradient)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # sum over ranks of d(loss_r)/d(all rows)
+        start = rank() * ctx.rows
+        return grad[start:start + ctx.rows]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from all ranks along dim 0; gradients flow back to every rank."""
+    """Concatenate ``x`` from all ranks along dim 0; gradients flow back to every rank.
+    Every rank must pass the same number of rows (the trainer's batches are equal)."""
     if not is_distributed() or world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,7 @@ class Alignment:
     lam_x: Optional[torch.Tensor] = None
     align_unmixed: bool = True
     gather: Callable = _identity
+    check: bool = True   # NaN/inf scan in the losses; the trainer checks batches once instead
 
     def mix(self, x: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
         """Eq. 1 for each row and its partner: ``ratio * x_i + (1 - ratio) * x_partner(i)``."""
@@ -75,11 +76,12 @@ def _aligned(loss_fn, al: Alignment, anchor_mixed, anchor_plain, targets, ratio,
     mean of that and the unmixed alignment."""
     g = al.gather
     mixed = [g(al.mix(t, ratio)) for t in targets]
-    loss = loss_fn(g(anchor_mixed), *mixed, scale, modalities, g(al.mixed_text_valid))
+    loss = loss_fn(g(anchor_mixed), *mixed, scale, modalities, g(al.mixed_text_valid),
+                   al.check)
     if al.align_unmixed:
         plain = [g(t) for t in targets]
         loss = 0.5 * (loss + loss_fn(g(anchor_plain), *plain, scale, modalities,
-                                     g(al.text_valid)))
+                                     g(al.text_valid), al.check))
     return loss
 
 
@@ -87,7 +89,7 @@ def baseline_objective(point: torch.Tensor, al: Alignment, scale, modalities) ->
     """OpenShape's alignment (eq. 5 without mixing): E(P) <-> I and T."""
     g = al.gather
     return stage1_loss(g(point), g(al.image), g(al.text), scale, stage1_modalities(modalities),
-                       g(al.text_valid))
+                       g(al.text_valid), al.check)
 
 
 def stage1_objective(point: torch.Tensor, al: Alignment, scale, modalities) -> torch.Tensor:

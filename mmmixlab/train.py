@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from . import distributed as dist_utils
 from . import objectives
 from . import progress as progress_out
-from .batches import Batch, TripletBatches
+from .batches import Batch, TripletBatches, check_batch
 from .config import RunConfig
 from .device import autocast_dtype, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from .encoders import create_point_encoder
@@ -254,8 +254,10 @@ class Trainer:
         :class:`~mmmixlab.objectives.Alignment` (targets and mixing draw) and, in stage 2, the
         frozen stage-1 encoder's features of the unmixed clouds (m^P before mixing)."""
         mc = self.cfg.mix
+        # check=False: the loop checks each batch once on the CPU (check_batch); a NaN/inf scan
+        # per loss term would be a host sync on an accelerator, up to 12 per stage-2 step
         al = Alignment(batch.image, batch.text, batch.text_valid,
-                       align_unmixed=mc.align_unmixed, gather=dist_utils.gather)
+                       align_unmixed=mc.align_unmixed, gather=dist_utils.gather, check=False)
         if phase.name == "baseline":
             return {"A": batch.points}, al, None
         al.partner, al.lam = self._mixing(batch.points.shape[0])
@@ -413,6 +415,14 @@ class Trainer:
         self.history = state["history"]
         return state
 
+    @staticmethod
+    def _raise_if_nonfinite(flag, phase, epoch, first, last):
+        """The deferred loss check of an accelerator (one sync per log point / checkpoint):
+        raised before anything is written, so the last checkpoint stays clean."""
+        if bool(flag):
+            raise FloatingPointError(f"non-finite loss at {phase.name} epoch {epoch + 1}, "
+                                     f"between steps {first} and {last} of the epoch")
+
     # -- logging ------------------------------------------------------------------------------
     def _report_unreadable(self, bad: dict, phase: Phase, epoch: int, step: int) -> None:
         """A shape file the stream could not read (and replaced): named in log.jsonl on rank 0,
@@ -522,7 +532,12 @@ class Trainer:
     def _run_epoch(self, phase, phase_idx, epoch, order, skip, opt, sched, global_step,
                    on_epoch, partial=None):
         tc = self.cfg.train
-        sums: dict = dict((partial or {}).get("sums", {}))
+        # Epoch sums stay on the device (float64: the same numbers as summing Python floats, so
+        # a resumed epoch adds up exactly as an uninterrupted one); read at log points only.
+        sums: dict = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
+                      for k, v in (partial or {}).get("sums", {}).items()}
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        checked = skip  # steps up to here have been checked
         seconds = (partial or {}).get("seconds", 0.0)
         # a bar in a terminal or notebook; in a log, the epoch's line below is enough
         show_bar = self.progress and progress_out.interactive()
@@ -543,12 +558,16 @@ class Trainer:
             for bad in batch.skipped:
                 skipped += 1
                 self._report_unreadable(bad, phase, epoch, global_step + step - skip + 1)
+            check_batch(batch)  # once, on the CPU: the losses skip their own scans (syncs)
             batch = batch.to(self.device)
             opt.zero_grad(set_to_none=True)
             loss, terms = self._forward_backward(phase, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at {phase.name} epoch "
-                                         f"{epoch + 1} step {step}")
+            if self.device.type == "cpu":  # free here: stop before the step is applied
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} at {phase.name} "
+                                             f"epoch {epoch + 1} step {step + 1}")
+            else:  # no host sync per step: checked at the next log point or checkpoint
+                nonfinite |= ~torch.isfinite(loss.detach())
             self.scaler.unscale_(opt)
             params = [p for g in opt.param_groups for p in g["params"]]
             if tc.grad_clip > 0:
@@ -560,10 +579,16 @@ class Trainer:
             dt = time.perf_counter() - t0
             seconds += dt
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums[k] = sums[k] + v.detach().double() if k in sums else v.detach().double()
             scale = self.logit_scales[phase.trains[-1]]
             done = global_step + step - skip
-            if tc.log_every and done % tc.log_every == 0:
+            logging_now = tc.log_every and done % tc.log_every == 0
+            saving_now = tc.checkpoint_every and done % tc.checkpoint_every == 0 \
+                and step < len(self.batches)
+            if (logging_now or saving_now) and self.device.type != "cpu":
+                self._raise_if_nonfinite(nonfinite, phase, epoch, checked + 1, step)
+                checked = step
+            if logging_now:
                 self._write_log({"kind": "step", "step": done, "phase": phase.name,
                                  "epoch": epoch + 1, **{k: float(v.detach()) for k, v in terms.items()},
                                  "logit_scale": float(scale().detach()),
@@ -571,12 +596,14 @@ class Trainer:
                                  "data_wait_s": t0 - t_wait})
             if show_bar:  # .item() waits for the device: only when someone watches
                 bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{scale.temperature:.4f}")
-            if tc.checkpoint_every and done % tc.checkpoint_every == 0 \
-                    and step < len(self.batches):
+            if saving_now:
                 self._save(phase_idx=phase_idx, epoch=epoch, step_in_epoch=step,
                            global_step=done, order=order, opt=opt, sched=sched,
-                           partial={"sums": sums, "seconds": seconds,
-                                    "data_seconds": data_seconds})
+                           partial={"sums": {k: float(v) for k, v in sums.items()},
+                                    "seconds": seconds, "data_seconds": data_seconds})
+        if self.device.type != "cpu":
+            self._raise_if_nonfinite(nonfinite, phase, epoch, checked + 1, step)
+        sums = {k: float(v) for k, v in sums.items()}
         n = len(self.batches)
         record = {"phase": phase.name, "epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
                   "temperature": self.logit_scales[phase.trains[-1]].temperature,

@@ -178,3 +178,22 @@ def test_logs_read_well_outside_a_terminal():
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                        env=dict(env, MMMIXLAB_PROGRESS="bar"), timeout=300)
     assert r.stderr.count(b"\r") > 10
+
+
+def test_batches_are_checked_once_on_the_cpu_and_losses_skip_their_scans():
+    """A NaN feature is caught at the batch boundary, naming the shapes; the losses inside the
+    step run with check=False (no per-term scan, which is a host sync on a GPU)."""
+    from mmmixlab import losses
+    batches = toy_batches()
+    batches.features.image[5, :, 0] = float("nan")
+    trainer = Trainer(toy_cfg("fm"), batches, embed_dim=16, progress=False)
+    with pytest.raises(ValueError, match=r"batch image hold NaN or inf .*shapes \[5\]"):
+        trainer.fit()
+    calls = []
+    real = losses.check_features
+    losses.check_features = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False).fit()
+    finally:
+        losses.check_features = real
+    assert calls == []

@@ -47,7 +47,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --allow-root notebooks
 
 strip: $(STAMP)
-	$(PY) -m mmmixlab.workbench strip notebooks/*.ipynb
+	$(PY) -m mmmixlab.nbstrip notebooks/*.ipynb
 
 clean:  # the default cache (~/.cache/mmmixlab or $$MMMIXLAB_CACHE) is left alone
 	rm -rf runs .cache/mmmixlab

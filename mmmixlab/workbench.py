@@ -10,7 +10,7 @@ therefore trains each run once; a later notebook loads its ``final.pt`` and ``me
 Smoke mode (``smoke=True``, which the notebooks take from ``MMMIXLAB_SMOKE=1``) shrinks the
 world, the frozen-encoder pre-training and the epochs so the whole series runs in CI.
 
-``python -m mmmixlab.workbench strip notebooks/*.ipynb`` removes outputs and saved widget
+``make strip`` (:mod:`mmmixlab.nbstrip`) removes outputs and saved widget
 state before a commit.
 """
 
@@ -451,41 +451,6 @@ def ablation_tables(result: dict, metrics=("zs_test_top1", "zs_scan_top1")) -> d
         if data:
             tables[title] = pd.DataFrame.from_dict(data, orient="index").round(1)
     return tables
-
-
-# ---------------------------------------------------------------------------------------------
-# Keeping the committed notebooks small
-# ---------------------------------------------------------------------------------------------
-
-KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
-
-
-def strip_notebook(path) -> bool:
-    """Remove outputs, execution counts, saved widget state and cell metadata other than
-    ``tags`` from a notebook file, in place. Returns whether the file changed."""
-    import nbformat
-
-    path = Path(path)
-    nb = nbformat.read(path, as_version=4)
-    before = nbformat.writes(nb)
-    nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEEP_NOTEBOOK_METADATA}
-    for cell in nb.cells:
-        cell.metadata = {k: v for k, v in cell.metadata.items() if k == "tags"}
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    after = nbformat.writes(nb)
-    if after != before:
-        path.write_text(after)
-    return after != before
-
-
-if __name__ == "__main__":  # python -m mmmixlab.workbench strip notebooks/*.ipynb
-    import sys
-
-    if len(sys.argv) < 3 or sys.argv[1] != "strip":
-        sys.exit("usage: python -m mmmixlab.workbench strip NOTEBOOK.ipynb ...")
-    for name in sys.argv[2:]:
-        print(("stripped " if strip_notebook(name) else "clean    ") + name)
 
 
 # ---------------------------------------------------------------------------------- benchmarks

@@ -42,7 +42,7 @@ def test_notebook_is_clean_with_one_parameters_cell(path):
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged `parameters`"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-    # no saved widget state or run metadata (`python -m mmmixlab.workbench strip` removes them)
+    # no saved widget state or run metadata (`make strip` or `python -m mmmixlab.nbstrip` removes them)
     assert set(nb.metadata) <= {"kernelspec", "language_info"}, set(nb.metadata)
     assert all(set(c.metadata) <= {"tags"} for c in nb.cells)
     assert path.stat().st_size < 30_000
@@ -68,7 +68,7 @@ def test_shared_parameters_are_the_same_everywhere():
 
 
 def test_strip_notebook(tmp_path):
-    from mmmixlab.workbench import strip_notebook
+    from mmmixlab.nbstrip import strip_notebook
 
     nb = read(NOTEBOOKS[0])
     nb.metadata["widgets"] = {"state": {"x": 1}}

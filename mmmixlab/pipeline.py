@@ -15,6 +15,7 @@ import torch
 
 from . import distributed as dist_utils
 from .batches import TripletBatches
+from .checkpoints import read_run_state, save_final
 from .clip import FrozenCLIP, cached_features, load_frozen_clip, resolve_cache_dir
 from .config import RunConfig
 from .data import PROMPT_TEMPLATES, SynthConfig, build_world, display_name, load_triplets
@@ -22,7 +23,7 @@ from .device import resolve_device
 from .evaluate import encode_points, linear_probe_cv, retrieval, zero_shot
 from .fileio import write_json
 from .streaming import StreamBatches, detect_data_format, open_shape_source
-from .train import Trainer, TrainResult, read_run_state, save_final
+from .train import Trainer, TrainResult
 
 SPLITS = ("train", "test", "scan")
 

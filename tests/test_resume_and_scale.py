@@ -142,7 +142,8 @@ def _trainer_rank(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     torch.set_num_threads(1)
-    from mmmixlab.train import Trainer, save_final
+    from mmmixlab.checkpoints import save_final
+    from mmmixlab.train import Trainer
     cfg = toy_cfg("mm-mixing", **{"train.batch_size": 4})
     batches = toy_batches(batch_size=4, rank=rank, world_size=world)
     trainer = Trainer(cfg, batches, embed_dim=16, out_dir=out_dir, progress=False)

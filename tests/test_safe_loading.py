@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from mmmixlab import pipeline
+from mmmixlab.checkpoints import SAFETENSORS_NAME
 from mmmixlab.cli import main
 from mmmixlab.config import preset
 from mmmixlab.safe_pickle import UnsafePickleError, load_npy
-from mmmixlab.train import SAFETENSORS_NAME, Trainer
+from mmmixlab.train import Trainer
 from tests.helpers import realdata
 from tests.helpers.toy import toy_batches, toy_cfg
 

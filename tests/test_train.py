@@ -130,7 +130,7 @@ def test_stage2_can_start_from_the_stage1_encoder():
 
 
 def test_stage2_from_a_finished_stage1_run(tmp_path):
-    from mmmixlab.train import save_final
+    from mmmixlab.checkpoints import save_final
     first = Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False)
     save_final(first.fit(), first.cfg, tmp_path / "s1" / "final.pt")
     cfg = toy_cfg("mm-mixing", **{"train.stage1_checkpoint": str(tmp_path / "s1")})

@@ -9,7 +9,8 @@ import signal
 
 import torch
 
-from mmmixlab.train import Trainer, save_final
+from mmmixlab.checkpoints import save_final
+from mmmixlab.train import Trainer
 from tests.helpers.toy import toy_batches, toy_cfg
 
 CFG = dict(**{"train.epochs_stage1": 2, "train.epochs_stage2": 2,

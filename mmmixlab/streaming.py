@@ -74,7 +74,7 @@ def detect_data_format(path) -> str:
                 tag = None
             if tag == PACKED_FORMAT:
                 return "packed"
-        if any(root.glob("*.npy")) or any(root.glob("*/*.npy")) or any(root.glob("*/*/*.npy")):
+        if training_folder(root) is not None:
             return "openshape"
     elif root.suffix in (".json", ".txt"):
         return "openshape"
@@ -105,6 +105,19 @@ class _PathList:
         return self._blob[self._offsets[i]:self._offsets[i + 1]].tobytes().decode("utf-8")
 
 
+def training_folder(root: Path):
+    """The folder of OpenShape's training shapes at or below ``root``: the release's
+    ``objaverse-processed/merged_for_training_final`` when ``root`` is OpenShape's top folder
+    (whose ``meta_data/`` holds evaluation files, not shapes) or the folder above it, else
+    ``root`` itself when it holds ``*.npy`` files at most two levels down; None otherwise."""
+    for sub in ("objaverse-processed/merged_for_training_final", "merged_for_training_final"):
+        if (root / sub).is_dir():
+            return root / sub
+    if any(root.glob("*.npy")) or any(root.glob("*/*.npy")) or any(root.glob("*/*/*.npy")):
+        return root
+    return None
+
+
 def _walk_npy(root: Path) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -129,7 +142,8 @@ class OpenShapeSource:
                      *listing.parents[:3]]
             paths = resolve_split_paths(entries, bases)
         else:
-            paths = _walk_npy(root)
+            folder = training_folder(root) or root
+            paths = _walk_npy(folder)
             if not paths:
                 raise FileNotFoundError(f"{root}: holds no .npy shape files")
         self.root, self.split = root, str(listing) if listing is not None else None

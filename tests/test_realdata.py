@@ -53,6 +53,11 @@ def test_detects_each_format_and_names_what_it_looked_for(data, tmp_path):
     assert detect_data_format(data["packed"]) == "packed"
     assert detect_data_format(data["folder"]) == "openshape"
     assert detect_data_format(data["root"] / "objaverse-processed") == "openshape"
+    # OpenShape's top folder: the shapes below objaverse-processed/, not meta_data/'s files
+    assert detect_data_format(data["root"]) == "openshape"
+    top = open_shape_source(data["root"])
+    assert len(top) == len(open_shape_source(data["folder"]))
+    assert not any("meta_data" in top.paths[i] for i in range(len(top)))
     assert detect_data_format(data["split"]) == "openshape"
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "manifest.json").write_text("{}")

@@ -113,11 +113,22 @@ def estimate_seconds(base: RunConfig, world, rows, seeds) -> float:
     return total * len(seeds)
 
 
+def _same_result_config(a: dict, b: dict) -> bool:
+    """Configs equal in every field that changes a result (device, threads, logging and
+    evaluation intervals, and the cache folder may differ), after a JSON round trip."""
+    from .train import RESUME_MAY_CHANGE, _config_diff
+
+    a, b = json.loads(json.dumps(a)), json.loads(json.dumps(b))
+    return not _config_diff(a, b, ignore=RESUME_MAY_CHANGE + ("cache_dir",))
+
+
 def _load_or_run(cfg: RunConfig, folder: Path, world, progress: bool) -> dict:
+    """A finished run of the same config in ``folder`` is loaded (e.g. one ``mmmixlab ablate``
+    computed for the notebook); anything else is trained."""
     metrics_path = folder / "metrics.json"
     if metrics_path.exists():
         done = json.loads(metrics_path.read_text())
-        if done.get("config") == json.loads(json.dumps(cfg.to_dict())):  # tuples -> lists
+        if _same_result_config(done.get("config", {}), cfg.to_dict()):
             return done
     return run(cfg, folder, progress=progress, world=world)
 

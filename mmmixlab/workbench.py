@@ -381,18 +381,24 @@ def feature_table(world: pipeline.World, cfg: RunConfig):
 
 
 def ablation(cfg: RunConfig, variants: Sequence[str], seeds: int, modality_sets=(),
-             progress: bool = False) -> dict:
+             progress: bool = False, out=None) -> dict:
     """``ablation.ablate`` (what ``mmmixlab ablate`` runs), cached under
     ``cache/ablations/<hash>``: computed results are loaded, not retrained (so are single
-    runs of an interrupted plan). ``modality_sets`` are strings like ``"T+I"``."""
-    from .ablation import ablate
+    runs of an interrupted plan). ``out``: a folder of ``mmmixlab ablate --out DIR`` instead,
+    whose finished runs of the same configs are loaded. ``modality_sets`` are strings like
+    ``"T+I"``."""
+    from .ablation import ablate, plan_rows
 
     names = {"T": "text", "I": "image", "P": "point"}
     sets = [tuple(names[m] for m in s.split("+")) for s in modality_sets]
     blob = json.dumps([config_key(cfg), list(variants), int(seeds), sets])
-    out = resolve_cache_dir(cfg.cache_dir) / "ablations" / hashlib.sha1(
-        blob.encode()).hexdigest()[:10]
-    if not (out / "ablation.json").exists():
+    out = Path(out).expanduser() if out else resolve_cache_dir(cfg.cache_dir) / "ablations" / \
+        hashlib.sha1(blob.encode()).hexdigest()[:10]
+    done = out / "ablation.json"
+    wanted = {label for label, _, _ in plan_rows(variants, sets)}
+    stored = json.loads(done.read_text()) if done.exists() else {}
+    if stored.get("seeds") != list(range(int(seeds))) or not wanted <= set(
+            stored.get("summary", {})):
         ablate(cfg, list(variants), list(range(int(seeds))), out, sets, progress=progress)
     return json.loads((out / "ablation.json").read_text())
 

@@ -204,3 +204,22 @@ def test_find_converged_epochs_compares_baseline_with_twice_its_training(cache, 
     assert first["within"]["zs_test_top1"] == (b["lo"] <= b2["mean"] <= b["hi"])
     assert res["epochs"] in (None, 1, 2)
     assert json.loads((tmp_path / "conv" / "convergence.json").read_text())["checks"]
+
+
+def test_notebook_loads_what_the_cli_ablation_computed(cache, tmp_path, monkeypatch):
+    """Notebook 08 with ABLATION_DIR: finished runs of `mmmixlab ablate --out DIR` are loaded,
+    though the notebook's config differs in fields that do not change results."""
+    from mmmixlab import ablation, workbench
+    cfg = small_cfg(cache, **{"train.encoder": "pointnet"})
+    first = ablate(cfg, ["baseline", "fm"], [0, 1], tmp_path / "abl", announce=False)
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(ablation, "run", no_training)
+    nb_cfg = cfg.replace(**{"train.eval_every": 1, "train.log_every": 5})
+    again = workbench.ablation(nb_cfg, ["baseline", "fm"], 2, out=tmp_path / "abl")
+    assert again["runs"] == first["runs"]
+    (tmp_path / "abl" / "ablation.json").unlink()  # the table is rebuilt from the runs
+    monkeypatch.setattr(ablation, "estimate_seconds", lambda *a, **k: 0.0)
+    rebuilt = workbench.ablation(nb_cfg, ["baseline", "fm"], 2, out=tmp_path / "abl")
+    assert rebuilt["summary"] == first["summary"]

@@ -33,6 +33,15 @@ class Batch:
             self.points, self.image, self.text, self.text_valid, self.index)), self.skipped)
 
 
+def rank_slice(order: torch.Tensor, b: int, batch_size: int, rank: int,
+               world_size: int) -> torch.Tensor:
+    """This rank's shapes in global batch ``b``: global batch ``b`` is
+    ``order[b*B*W:(b+1)*B*W]`` and rank ``r`` takes its ``r``-th slice of ``B``, so ranks are
+    disjoint and together cover the epoch (shared by every batch source)."""
+    start = (b * world_size + rank) * batch_size
+    return order[start:start + batch_size]
+
+
 def check_batch(batch: Batch) -> Batch:
     """A batch's values are finite: checked once per step, on the CPU before the copy to the
     device (no host sync there), so the losses can skip their own per-term scans."""
@@ -89,11 +98,7 @@ class TripletBatches:
         return self.features.dim
 
     def batch_indices(self, order: torch.Tensor, b: int) -> torch.Tensor:
-        """This rank's shapes in global batch ``b``: global batch ``b`` is
-        ``order[b*B*W:(b+1)*B*W]`` and rank ``r`` takes its ``r``-th slice of ``B``, so ranks
-        are disjoint and together cover the epoch."""
-        start = (b * self.world_size + self.rank) * self.batch_size
-        return order[start:start + self.batch_size]
+        return rank_slice(order, b, self.batch_size, self.rank, self.world_size)
 
     def iterate(self, order: torch.Tensor, generator: torch.Generator,
                 start: int = 0) -> Iterator[Batch]:

@@ -251,5 +251,5 @@ def preset(name: str = "tiny") -> RunConfig:
         clip=ClipConfig(model="ViT-bigG-14", pretrained="laion2b_s39b_b160k"),
         train=TrainConfig(encoder="pointbert", epochs_stage1=100, epochs_stage2=100,
                           batch_size=200, lr=5e-4, schedule="exponential", warmup_steps=0,
-                          weight_decay=0.1),
+                          weight_decay=0.1, log_every=25),  # a log line reads the device
     ).validate()

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import Batch
+from .batches import Batch, rank_slice
 from .data.openshape import read_split_entries, resolve_split_paths
 
 __all__ = ["OpenShapeSource", "PackedSource", "StreamBatches", "detect_data_format",
@@ -396,9 +396,8 @@ class StreamBatches:
         return torch.randperm(len(self.source), generator=generator)
 
     def batch_indices(self, order: torch.Tensor, b: int) -> torch.Tensor:
-        """This rank's shapes in global batch ``b``."""
-        start = (b * self.world_size + self.rank) * self.batch_size
-        return order[start:start + self.batch_size]
+        """This rank's shapes in global batch ``b`` (:func:`mmmixlab.batches.rank_slice`)."""
+        return rank_slice(order, b, self.batch_size, self.rank, self.world_size)
 
     def _make_loader(self):
         if self._loader is None:
@@ -424,11 +423,14 @@ class StreamBatches:
                     f"{len(self.bad)} of {len(self.source)} shapes are unreadable, more than "
                     f"data.max_bad_share={self.max_bad_share:g} of the data (raise it with --set "
                     f"data.max_bad_share=...); first: {first['path']}: {first['reason']}")
-            yield Batch(points=raw["points"], image=raw["image"], text=raw["text"],
-                        text_valid=raw["text_valid"], index=raw["index"], skipped=skipped)
+            yield _as_batch(raw, skipped)
 
     def make_batch(self, idx: torch.Tensor, generator=None, epoch: int = 0) -> Batch:
         """One batch of the given shapes (for tests and notebooks), drawn as epoch ``epoch``."""
         raw = self.reader[(torch.as_tensor(idx).tolist(), int(epoch))]
-        return Batch(points=raw["points"], image=raw["image"], text=raw["text"],
-                     text_valid=raw["text_valid"], index=raw["index"], skipped=raw["skipped"])
+        return _as_batch(raw, raw.pop("skipped"))
+
+
+def _as_batch(raw: dict, skipped: list) -> Batch:
+    return Batch(points=raw["points"], image=raw["image"], text=raw["text"],
+                 text_valid=raw["text_valid"], index=raw["index"], skipped=skipped)

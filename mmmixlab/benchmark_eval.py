@@ -407,7 +407,7 @@ def read_point_file(path, up_axis: str = "y") -> np.ndarray:
     """A user's point file -> (P, 6) xyz + rgb in the unit sphere, z up. ``.npy``: an (P, 3|6)
     array or an OpenShape-style dict with ``xyz`` (and ``rgb``); ``.npz``: the array under
     ``xyz``/``points``/``pc`` or the only one. rgb missing -> 0.4 grey."""
-    from .data.openshape import normalize_unit_sphere
+    from .data.meshes import finish_cloud
     from .safe_pickle import load_npy
 
     path = Path(path)
@@ -442,9 +442,7 @@ def read_point_file(path, up_axis: str = "y") -> np.ndarray:
     if rgb.shape != arr.shape:
         raise ValueError(f"{path}: rgb has shape {rgb.shape}, xyz {arr.shape}")
     rgb = rgb / 255.0 if rgb.max() > 1.0 else rgb
-    if up_axis == "y":  # the mesh importer's convention: +y up -> +z up
-        arr = np.stack([arr[:, 0], -arr[:, 2], arr[:, 1]], axis=1)
-    return np.concatenate([normalize_unit_sphere(arr), np.clip(rgb, 0, 1)], 1).astype(np.float32)
+    return finish_cloud(arr, rgb, up_axis)[0]  # the mesh importer's axes and unit sphere
 
 
 def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top_k: int = 3,

@@ -548,6 +548,7 @@ class Trainer:
         step = skip
         samples = self.batches.batch_size * dist_utils.world_size()
         data_seconds, skipped = (partial or {}).get("data_seconds", 0.0), 0
+        params = [p for g in opt.param_groups for p in g["params"]]  # clipped every step
         batches = iter(bar)
         while True:
             t_wait = time.perf_counter()
@@ -570,7 +571,6 @@ class Trainer:
             else:  # no host sync per step: checked at the next log point or checkpoint
                 nonfinite |= ~torch.isfinite(loss.detach())
             self.scaler.unscale_(opt)
-            params = [p for g in opt.param_groups for p in g["params"]]
             if tc.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, tc.grad_clip)
             self.scaler.step(opt)

@@ -305,7 +305,7 @@ def sample_mesh(path, num_points: int = 2048, seed: int = 0, up_axis: str = "y"
         xyz, rgb = read_point_file(path)
         pick = np.random.default_rng(seed).choice(len(xyz), num_points,
                                                   replace=len(xyz) < num_points)
-        return _finish_cloud(xyz[pick], rgb[pick], up_axis,
+        return finish_cloud(xyz[pick], rgb[pick], up_axis,
                              warn + [f"point file: sampled from its {len(xyz)} points"])
     log = logging.getLogger("trimesh")
     records: list[str] = []
@@ -420,7 +420,7 @@ def sample_mesh(path, num_points: int = 2048, seed: int = 0, up_axis: str = "y"
         raise MeshError(f"no surface area: all {n_faces} faces are degenerate (zero area)"
                         if n_faces else "no faces and no points to sample")
 
-    return _finish_cloud(xyz, rgb, up_axis, warn)
+    return finish_cloud(xyz, rgb, up_axis, warn)
 
 
 def read_point_file(path) -> tuple[np.ndarray, np.ndarray]:
@@ -449,15 +449,18 @@ def read_point_file(path) -> tuple[np.ndarray, np.ndarray]:
     return xyz, rgb
 
 
-def _finish_cloud(xyz, rgb, up_axis: str, warn: list) -> tuple[np.ndarray, list[str]]:
-    """Up axis, unit sphere and colour clean-up shared by meshes and point files."""
+def finish_cloud(xyz, rgb, up_axis: str, warn: list = ()) -> tuple[np.ndarray, list[str]]:
+    """Up axis, unit sphere and colour clean-up shared by meshes, scans and the point files
+    ``classify`` reads: ((P, 6) float32, warnings)."""
+    from .openshape import normalize_unit_sphere
+
+    xyz = np.asarray(xyz, dtype=np.float64)
     if up_axis == "y":  # +y up, +z front  ->  +z up, -y front
         xyz = np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], axis=1)
-    xyz = xyz - xyz.mean(0)
-    r = float(np.sqrt((xyz ** 2).sum(1)).max())
-    if not np.isfinite(r) or r == 0.0:
-        raise MeshError("sampled points all coincide (zero extent)")
-    xyz = xyz / r
+    if not np.isfinite(xyz).all() or np.ptp(xyz, axis=0).max() == 0.0:
+        raise MeshError("sampled points all coincide (zero extent)"
+                        if np.isfinite(xyz).all() else "points hold NaN or inf")
+    xyz = normalize_unit_sphere(xyz)
     rgb = np.clip(np.where(np.isfinite(rgb), rgb, DEFAULT_GREY), 0.0, 1.0)
     pts = np.concatenate([xyz, rgb], axis=1).astype(np.float32)
     if not np.isfinite(pts).all():  # cannot happen after the checks above; never write NaN

@@ -173,12 +173,10 @@ class RunModel:
 
     def world(self):
         """The run's own world when it was trained in memory (synth or a triplet folder)."""
-        from .pipeline import prepare_world
-        from .streaming import detect_data_format
+        from .pipeline import is_streamed, prepare_world
 
         if self._world is None:
-            root = self.cfg.data.root
-            if root is not None and (self.cfg.data.split or detect_data_format(root) != "triplets"):
+            if is_streamed(self.cfg):
                 return None
             self._world = prepare_world(self.cfg, progress=False)
         return self._world
@@ -359,11 +357,11 @@ def _folder_queries(model: RunModel, triplets):
     except ValueError as err:
         return None, None, f"image/text retrieval skipped: {err}"
     f = compute_features(clip, triplets)
-    image = {i: f.image[i, 0].numpy() for i in range(len(triplets))}
-    text = {i: f.text[i, 0].numpy() for i in range(len(triplets)) if bool(f.text_mask[i, 0])}
     if f.image.shape[-1] != model.embed_dim:
         return None, None, (f"image/text retrieval skipped: the frozen encoders give "
                             f"{f.image.shape[-1]}-d features, the 3D encoder {model.embed_dim}-d")
+    image = {i: f.image[i, 0].numpy() for i in range(len(triplets))}
+    text = {i: f.text[i, 0].numpy() for i in range(len(triplets)) if bool(f.text_mask[i, 0])}
     return image, text, None
 
 

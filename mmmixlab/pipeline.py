@@ -72,10 +72,8 @@ def prepare_world(cfg: RunConfig, progress: bool = True) -> World:
     """Generate or load the triplets, load or pre-train the frozen encoders, and compute or
     load their cached features. Each expensive step is cached under ``cfg.cache_dir``."""
     cfg.validate()
-    if cfg.data.root is not None:
-        data_format = "openshape" if cfg.data.split else detect_data_format(cfg.data.root)
-        if data_format != "triplets":
-            return stream_world(cfg)
+    if is_streamed(cfg):
+        return stream_world(cfg)
     cache = resolve_cache_dir(cfg.cache_dir)
     seconds = {}
     t = time.perf_counter()
@@ -114,6 +112,14 @@ def prepare_world(cfg: RunConfig, progress: bool = True) -> World:
     seconds["features"] = time.perf_counter() - t
     return World(world_key, Path(paths["train"]).parent, splits, features, clip, class_names,
                  class_feats, seconds)
+
+
+def is_streamed(cfg: RunConfig) -> bool:
+    """Whether ``cfg``'s data is streamed from disk (a packed store or OpenShape's files, with
+    features from the files) rather than held in memory (the embedded world, a triplet
+    folder)."""
+    root = cfg.data.root
+    return root is not None and (bool(cfg.data.split) or detect_data_format(root) != "triplets")
 
 
 def stream_world(cfg: RunConfig) -> World:

@@ -223,3 +223,16 @@ def test_notebook_loads_what_the_cli_ablation_computed(cache, tmp_path, monkeypa
     monkeypatch.setattr(ablation, "estimate_seconds", lambda *a, **k: 0.0)
     rebuilt = workbench.ablation(nb_cfg, ["baseline", "fm"], 2, out=tmp_path / "abl")
     assert rebuilt["summary"] == first["summary"]
+
+
+def test_cli_ablation_options(cache, tmp_path, capsys):
+    """`ablate --budget total --find-epochs` and `--seeds 1` through the command line."""
+    args = ["ablate", "--cache", str(cache), "--encoder", "pointnet"] + SMALL
+    assert main(args + ["--seeds", "1", "--out", str(tmp_path / "a")]) == 2
+    assert "--seeds must be >= 2" in capsys.readouterr().err
+    assert main(args + ["--seeds", "2", "--budget", "total", "--find-epochs", "1",
+                        "--out", str(tmp_path / "conv")]) == 0
+    assert "converged stage length" in capsys.readouterr().out
+    res = json.loads((tmp_path / "conv" / "E1" / "ablation.json").read_text())
+    assert res["protocol"]["budget"] == "total"
+    assert res["protocol"]["epochs"]["baseline-2x"] == [["baseline", 4]]  # 2 x (1 + 1)

@@ -497,3 +497,15 @@ def test_pack_from_a_split_list_with_the_authors_paths(data, tmp_path):
     half = data["root"] / "meta_data" / "split" / "train_half.json"
     manifest = pack_triplets(half, tmp_path / "packed", progress=False)
     assert manifest["num_shapes"] == data["num_shapes"] // 2 and not manifest["skipped"]
+
+
+def test_cli_train_on_a_split_list(data, tmp_path):
+    """`train --data OpenShape --split meta_data/split/X.json` trains on that split only."""
+    half = data["root"] / "meta_data" / "split" / "train_half.json"
+    assert main(["train", "--data", str(data["root"]), "--split", str(half), "--out",
+                 str(tmp_path / "run"), "--variant", "baseline", "--epochs1", "1",
+                 "--encoder", "pointnet", "--batch-size", "8", "--workers", "0",
+                 "--device", "cpu", "--set", "data.num_points=128"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["num_shapes"] == data["num_shapes"] // 2
+    assert metrics["data"]["split"] == str(half)

@@ -139,6 +139,10 @@ def _rank_step(rank, world, init_file, packed, out_file, batch_size):
     if rank == 0:
         torch.save(out, out_file)
     dist.destroy_process_group()
+    # Every result is written and checked above; leave without interpreter teardown, where a
+    # loaded machine sometimes saw a native thread abort the spawned rank ("terminate called
+    # without an active exception") after the work was done.
+    os._exit(0)
 
 
 def _one_step(packed, batch_size):

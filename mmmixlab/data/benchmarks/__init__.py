@@ -60,8 +60,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .openshape import normalize_unit_sphere
-from .prompts import class_prompts
+from ..openshape import normalize_unit_sphere
+from ..prompts import class_prompts
 
 __all__ = [
     "BENCHMARKS", "MODELNET40_CLASSES", "SCANOBJECTNN_CLASSES", "SCANOBJECTNN_VARIANTS",
@@ -338,7 +338,7 @@ def _h5_arrays(path: Path, keys=("data", "label")) -> dict:
 def _np_load_pickle(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file missing")
-    from ..safe_pickle import load_npy
+    from ...safe_pickle import load_npy
 
     try:
         return load_npy(path)  # restricted unpickler: plain data and numpy arrays only
@@ -427,7 +427,7 @@ def _read_modelnet_txt(path: Path) -> np.ndarray:
 
 
 def _modelnet_txt(d: Path, split: str, opts: dict) -> PointDataset:
-    from ..progress import bar as tqdm
+    from ...progress import bar as tqdm
 
     names_file = d / "modelnet40_shape_names.txt"
     class_names = _read_names(names_file)
@@ -622,7 +622,7 @@ def _lvis_split_file(root: Path) -> Path:
 
 
 def _resolve_data_path(data_path: str, bases: Sequence[Path]) -> Path | None:
-    from .openshape import split_path_tails
+    from ..openshape import split_path_tails
 
     p = Path(data_path)
     if p.is_file():
@@ -635,7 +635,7 @@ def _resolve_data_path(data_path: str, bases: Sequence[Path]) -> Path | None:
 
 
 def _objaverse_lvis(root: Path, split: str, opts: dict) -> PointDataset:
-    from .openshape import read_json_list, read_openshape_npy
+    from ..openshape import read_json_list, read_openshape_npy
 
     if split != "test":
         raise ValueError(f"Objaverse-LVIS is an evaluation set; asked for split {split!r}")

@@ -208,6 +208,12 @@ class Trainer:
         tc = self.cfg.train
         enc = create_point_encoder(tc.encoder, out_dim=self.embed_dim,
                                    in_channels=self.cfg.data.in_channels, **tc.encoder_overrides)
+        if tc.grad_cache_chunk and getattr(enc, "mixes_batch", False):
+            # chunked forward passes would normalise over chunks, not the batch: another model
+            raise ValueError(f"gradient caching (train.grad_cache_chunk={tc.grad_cache_chunk}) "
+                             f"needs an encoder whose clouds are independent of each other; "
+                             f"{tc.encoder} normalises over the batch (norm='batch'): set "
+                             f"train.encoder_overrides norm='layer' or grad_cache_chunk=0")
         return enc.to(self.device)
 
     # -- optimisation -------------------------------------------------------------------------

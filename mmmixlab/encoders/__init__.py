@@ -1,7 +1,8 @@
 """Point-cloud encoders and the factory the trainers use.
 
 ``create_point_encoder(name, out_dim, in_channels=6, **overrides)`` builds one of
-``ENCODER_NAMES``; overrides are config field names (``PointBERTConfig`` / ``PointNetConfig``)
+``ENCODER_NAMES``; overrides are config field names (``PointBERTConfig``, ``PointNetConfig``,
+``SparseConvConfig``)
 and an unknown one raises ValueError listing the valid ones. Every encoder maps
 (B, N, in_channels) clouds to (B, out_dim) features, takes no device at construction and
 works after ``.to(device)``.
@@ -15,6 +16,8 @@ from ..checks import check_choice
 from .common import build_config, count_parameters
 from .pointbert import TINY, PointBERT, PointBERTConfig
 from .pointnet import PointNet, PointNetConfig
+from .sparseconv import TINY as SPARSECONV_TINY
+from .sparseconv import SparseConvConfig, SparseConvEncoder
 
 __all__ = [
     "ENCODER_NAMES",
@@ -22,6 +25,8 @@ __all__ = [
     "PointBERTConfig",
     "PointNet",
     "PointNetConfig",
+    "SparseConvConfig",
+    "SparseConvEncoder",
     "count_parameters",
     "create_point_encoder",
 ]
@@ -31,6 +36,8 @@ _REGISTRY = {
     "pointbert": (PointBERTConfig, PointBERT, {}),
     "pointbert-tiny": (PointBERTConfig, PointBERT, TINY),
     "pointnet": (PointNetConfig, PointNet, {}),
+    "sparseconv": (SparseConvConfig, SparseConvEncoder, {}),
+    "sparseconv-tiny": (SparseConvConfig, SparseConvEncoder, SPARSECONV_TINY),
 }
 ENCODER_NAMES = tuple(_REGISTRY)
 

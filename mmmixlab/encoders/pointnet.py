@@ -63,6 +63,11 @@ class PointNet(nn.Module):
             width = dim
         self.head = nn.Sequential(*head, nn.Linear(width, config.out_dim))
 
+    @property
+    def mixes_batch(self) -> bool:
+        """True when training-mode outputs depend on the other clouds of the batch."""
+        return self.config.norm == "batch"
+
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         check_encoder_input(points, self.config.in_channels)
         b, n, c = points.shape

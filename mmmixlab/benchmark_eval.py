@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import RunConfig
-from .data.benchmarks import BENCHMARKS, SCANOBJECTNN_VARIANTS, _canon
+from .data.benchmarks import BENCHMARKS, SCANOBJECTNN_VARIANTS
+from .data.benchmarks.common import _canon
 from .evaluate import encode_points, linear_probe, recall_at_k_by_key, zero_shot
 
 __all__ = ["BenchmarkSpec", "RunModel", "classify_files", "evaluate_benchmark",

@@ -21,7 +21,9 @@ open3d selects.
 
 from __future__ import annotations
 
-import warnings
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -47,13 +49,18 @@ __all__ = [
 # Upper bound on the elements of one (B, chunk, N) distance block in knn / ball_query: keeps the
 # peak at a few hundred MB for B=200, N=10k instead of materialising (B, M, N) at once.
 _CHUNK_ELEMENTS = 1 << 24
-# FPS distance updates (B * N * M) below which one thread beats waking the pool (~1 ms of work)
-_FPS_PARALLEL_MIN_WORK = 1 << 20
+# FPS distance updates (B * N * M) from which a batch is shared with helper threads (~5 ms on
+# one thread: below that, on a busy machine, a helper's late start or the GIL costs more than
+# it saves), and the work per chunk of clouds a thread claims
+_FPS_PARALLEL_MIN_WORK = 1 << 24
+_FPS_CHUNK_WORK = 1 << 21
 # Pruned FPS (cells of _FPS_CELL points skipped when the new pick cannot reach them): used from
-# this many picks and points on, where it measured faster than the plain loop
-_FPS_PRUNE_MIN_PICKS = 256
-_FPS_PRUNE_MIN_POINTS = 1024
-_FPS_CELL = 64
+# this many picks and points on, where it measured faster than the vectorised plain loop
+# (0.57x its time at 10k -> 2,048, 0.96x at 10k -> 1,024, slower below: sorting the cloud
+# into cells costs ~0.1 ms per 1,000 points)
+_FPS_PRUNE_MIN_PICKS = 1024
+_FPS_PRUNE_MIN_POINTS = 8192
+_FPS_CELL = 32
 
 
 # ----------------------------------------------------------------------------- validation
@@ -137,28 +144,52 @@ def farthest_point_sample_reference(xyz: torch.Tensor, num_samples: int,
 
 if HAVE_NUMBA:
     @njit(cache=True, inline="always")
+    def _index_mask(n):  # pragma: no cover - compiled
+        """All-ones in the low bits that can hold a point index < n (at least one bit)."""
+        k = 1
+        while (1 << k) < n:
+            k += 1
+        return (1 << k) - 1
+
+    @njit(cache=True)
     def _fps_one(px, py, pz, far, m, out_row):  # pragma: no cover - compiled
-        """FPS of one cloud (coordinate planes px, py, pz) from ``far`` into ``out_row``."""
+        """FPS of one cloud (coordinate planes px, py, pz) from ``far`` into ``out_row``.
+
+        One pass per pick, branch-free so LLVM vectorises it: the distance update, the running
+        maximum of the distances' bit patterns (non-negative doubles order like their int64
+        bits) and the running maximum of a key that packs a distance's high bits with
+        ``low - j`` in its low bits. The largest key names the lowest index among the points
+        whose distances share the maximum's high bits; it is the pick when its distance is
+        exactly the maximum (always, unless two distances agree to ~1e-11 relative and the
+        later one is larger), otherwise a scan finds the first exact maximum. Same picks as
+        open3d's fused compare-and-replace loop, ties included, at a third of its time.
+        """
         n = px.shape[0]
+        low = _index_mask(n)
+        high = ~low
         dist = np.full(n, np.inf)
+        bits = dist.view(np.int64)
         for i in range(m):
             out_row[i] = far
             sx, sy, sz = px[far], py[far], pz[far]
-            # Two passes: the branch-free distance update vectorises, the argmax cannot;
-            # fused (as open3d does) the whole loop runs scalar, ~15% slower here.
+            best = 0
+            key = 0
             for j in range(n):
                 dx = px[j] - sx
                 dy = py[j] - sy
                 dz = pz[j] - sz
-                d = dx * dx + dy * dy + dz * dz
-                dist[j] = min(dist[j], d)
-            best = 0.0
-            nxt = far  # all distances 0: keep the previous pick, as open3d does
-            for j in range(n):
-                if dist[j] > best:  # strict: the lowest index wins ties
-                    best = dist[j]
-                    nxt = j
-            far = nxt
+                d = min(dist[j], dx * dx + dy * dy + dz * dz)
+                dist[j] = d
+                v = np.float64(d).view(np.int64)
+                best = max(best, v)
+                key = max(key, (v & high) | (low - j))
+            if best > 0:  # all distances 0: keep the previous pick, as open3d does
+                far = low - (key & low)
+                if bits[far] != best:
+                    for j in range(n):
+                        if bits[j] == best:  # the first maximum: lowest index wins ties
+                            far = j
+                            break
 
     @njit(cache=True)
     def _fps_one_pruned(px, py, pz, far, m, out_row, cell):  # pragma: no cover - compiled
@@ -166,13 +197,14 @@ if HAVE_NUMBA:
         pick cannot bring closer.
 
         Points are sorted along a Morton curve and cut into cells of ``cell`` points, each with
-        its bounding box and the largest current distance in it (with the lowest original index
-        holding it). A new pick s lowers some distance in a cell only if s is nearer to a point
-        of the cell than that point's current distance; the squared distance from s to the
-        cell's box, computed with the same operations in the same order, is a floating-point
-        lower bound of every point's distance to s (rounding is monotonic), so a cell whose
-        bound is >= its largest distance keeps every distance and is skipped: the result is
-        identical, ties included, and late picks touch only the cells near them.
+        its bounding box, the largest current distance in it and the largest packed key (see
+        :func:`_fps_one`; the index part is the original index). A new pick s lowers some
+        distance in a cell only if s is nearer to a point of the cell than that point's current
+        distance; the squared distance from s to the cell's box, computed with the same
+        operations in the same order, is a floating-point lower bound of every point's distance
+        to s (rounding is monotonic), so a cell whose bound is >= its largest distance keeps
+        every distance and is skipped: the result is identical, ties included, and late picks
+        touch only the cells near them.
         """
         n = px.shape[0]
         lo_x, hi_x = px.min(), px.max()
@@ -191,6 +223,9 @@ if HAVE_NUMBA:
                     | (((iz >> bit) & 1) << (3 * bit + 2))
             code[j] = c
         order = np.argsort(code, kind="mergesort")
+        where = np.empty(n, dtype=np.int64)  # original index -> sorted position
+        for j in range(n):
+            where[order[j]] = j
         xs, ys, zs = px[order], py[order], pz[order]
         ncell = (n + cell - 1) // cell
         bx0 = np.empty(ncell)
@@ -204,9 +239,12 @@ if HAVE_NUMBA:
             bx0[c], bx1[c] = xs[a:b].min(), xs[a:b].max()
             by0[c], by1[c] = ys[a:b].min(), ys[a:b].max()
             bz0[c], bz1[c] = zs[a:b].min(), zs[a:b].max()
+        low = _index_mask(n)
+        high = ~low
         dist = np.full(n, np.inf)
-        cmax = np.full(ncell, np.inf)
-        carg = np.zeros(ncell, dtype=np.int64)  # original index of cmax's lowest holder
+        bits = dist.view(np.int64)
+        cmax = np.zeros(ncell, dtype=np.int64)  # largest distance's bits per cell
+        ckey = np.zeros(ncell, dtype=np.int64)  # largest packed key per cell
         for i in range(m):
             out_row[i] = far
             sx, sy, sz = px[far], py[far], pz[far]
@@ -214,29 +252,35 @@ if HAVE_NUMBA:
                 gx = max(bx0[c] - sx, sx - bx1[c], 0.0)
                 gy = max(by0[c] - sy, sy - by1[c], 0.0)
                 gz = max(bz0[c] - sz, sz - bz1[c], 0.0)
-                if gx * gx + gy * gy + gz * gz >= cmax[c]:
+                bound = np.float64(gx * gx + gy * gy + gz * gz).view(np.int64)
+                if i > 0 and bound >= cmax[c]:
                     continue  # no distance in this cell can drop
                 a, b = c * cell, min(n, (c + 1) * cell)
-                best = -1.0
-                arg = 0
+                best = 0
+                key = 0
                 for j in range(a, b):
                     dx = xs[j] - sx
                     dy = ys[j] - sy
                     dz = zs[j] - sz
                     d = min(dist[j], dx * dx + dy * dy + dz * dz)
                     dist[j] = d
-                    if d > best or (d == best and order[j] < arg):
-                        best = d
-                        arg = order[j]
+                    v = np.float64(d).view(np.int64)
+                    best = max(best, v)
+                    key = max(key, (v & high) | (low - order[j]))
                 cmax[c] = best
-                carg[c] = arg
-            best = 0.0
-            nxt = far  # all distances 0: keep the previous pick, as open3d does
+                ckey[c] = key
+            best = 0
+            key = 0
             for c in range(ncell):
-                if cmax[c] > best or (cmax[c] == best and best > 0.0 and carg[c] < nxt):
-                    best = cmax[c]
-                    nxt = carg[c]
-            far = nxt
+                best = max(best, cmax[c])
+                key = max(key, ckey[c])
+            if best > 0:  # all distances 0: keep the previous pick, as open3d does
+                far = low - (key & low)
+                if bits[where[far]] != best:
+                    far = n
+                    for j in range(n):
+                        if bits[j] == best and order[j] < far:
+                            far = order[j]
 
     @njit(cache=True)
     def _fps_kernel_pruned(xyz, start, m, cell):  # pragma: no cover - compiled
@@ -249,33 +293,212 @@ if HAVE_NUMBA:
 
     @njit(cache=True)
     def _fps_cloud(px, py, pz, far, m, out_row):  # pragma: no cover - compiled
-        """One cloud: pruned when enough picks amortize sorting it into cells (measured on
-        this machine: 1.2-1.5x at 256 picks, 2-4x at 1,000-2,000 picks from 2k-10k points),
-        plain otherwise."""
+        """One cloud: pruned when enough picks amortize sorting it into cells, plain
+        otherwise (thresholds measured on this machine, see the constants)."""
         if m >= _FPS_PRUNE_MIN_PICKS and px.shape[0] >= _FPS_PRUNE_MIN_POINTS:
             _fps_one_pruned(px, py, pz, far, m, out_row, _FPS_CELL)
         else:
             _fps_one(px, py, pz, far, m, out_row)
+
+    @njit(cache=True)
+    def _fps_points_cloud(pts, far, m, out_row):  # pragma: no cover - compiled
+        """One (N, 3) cloud of any float dtype and layout: checks, float64 planes, FPS.
+
+        Returns 0, or 1 when a coordinate is NaN/inf, 2 when ``far`` is out of range (nothing
+        is sampled then; the caller reruns the full checks, which raise the right error).
+        """
+        n = pts.shape[0]
+        if far < 0 or far >= n:
+            return 2
+        px = np.empty(n)
+        py = np.empty(n)
+        pz = np.empty(n)
+        for j in range(n):
+            px[j] = pts[j, 0]
+            py[j] = pts[j, 1]
+            pz[j] = pts[j, 2]
+        exp = 0x7FF0000000000000  # all exponent bits set: inf or NaN
+        bx, by, bz = px.view(np.int64), py.view(np.int64), pz.view(np.int64)
+        bad = 0
+        for j in range(n):
+            bad |= (((bx[j] & exp) == exp) | ((by[j] & exp) == exp) | ((bz[j] & exp) == exp))
+        if bad:
+            return 1
+        _fps_cloud(px, py, pz, far, m, out_row)
+        return 0
+
+    @njit(cache=True)
+    def _fps_points_serial(pts, starts, start, m):  # pragma: no cover - compiled
+        """pts: (B, N, 3) float32/float64; start index ``starts[b]``, or ``start`` for every
+        cloud when ``starts`` is empty. Returns ((B, m) int64 picks, status as above).
+
+        In the calling thread: a single cloud or a small batch gains nothing from the thread
+        pool, whose wake-up can cost more than the whole FPS on a busy machine.
+        """
+        b = pts.shape[0]
+        out = np.empty((b, m), dtype=np.int64)
+        for bi in range(b):
+            status = _fps_points_cloud(pts[bi], starts[bi] if starts.shape[0] else start, m,
+                                       out[bi])
+            if status:
+                return out, status
+        return out, 0
+
+    @njit(nogil=True, cache=True)
+    def _fps_points_rows(pts, starts, start, m, out):  # pragma: no cover - compiled
+        """:func:`_fps_points_serial` into a given ``out``, without the GIL: the body of one
+        chunk of clouds in the thread-shared path. Returns the status."""
+        for bi in range(pts.shape[0]):
+            status = _fps_points_cloud(pts[bi], starts[bi] if starts.shape[0] else start, m,
+                                       out[bi])
+            if status:
+                return status
+        return 0
 
     @njit(parallel=True, cache=True)
     def _fps_kernel(xyz, start, m):  # pragma: no cover - compiled, checked via the tests
         """xyz: (B, 3, N) float64, coordinate planes contiguous; start: (B,) int64."""
         b = xyz.shape[0]
         out = np.empty((b, m), dtype=np.int64)
-        for bi in prange(b):  # clouds are independent; the picks within one are not
+        for bi in prange(b):
             _fps_cloud(xyz[bi, 0], xyz[bi, 1], xyz[bi, 2], start[bi], m, out[bi])
         return out
 
     @njit(cache=True)
     def _fps_kernel_serial(xyz, start, m):  # pragma: no cover - compiled
-        """The same, in the calling thread: a single cloud gains nothing from the thread pool,
-        whose wake-up costs more than a small FPS (measured: 8 ms for B=1, 1000 -> 256 on a
-        busy 2-core machine, against 0.3 ms of work)."""
+        """:func:`_fps_kernel` in the calling thread."""
         b = xyz.shape[0]
         out = np.empty((b, m), dtype=np.int64)
         for bi in range(b):
             _fps_cloud(xyz[bi, 0], xyz[bi, 1], xyz[bi, 2], start[bi], m, out[bi])
         return out
+
+
+_NO_STARTS = np.empty(0, dtype=np.int64)
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
+class _SharedBatch:
+    """One batch of FPS shared between the calling thread and helper threads.
+
+    Why not numba's ``prange``: its pool splits the batch evenly up front and the call returns
+    when the slowest thread is done, so on a machine busy with other work one descheduled
+    worker stalls the whole call (measured here under load: 20-36 ms for 2 clouds that take
+    0.02 ms). Here the caller works through the batch too, claiming chunks of clouds one at a
+    time, so a helper that starts late just finds less to do; a chunk a helper still holds at
+    the end is waited for about as long as a chunk takes, then redone by the caller (each chunk
+    is computed into its own buffer and copied into the result once, under a lock, so a late
+    helper never writes into a returned tensor). Worst case ~ the single-thread time.
+    """
+
+    def __init__(self, pts, starts, start, m, chunks):
+        self.pts, self.starts, self.start, self.m = pts, starts, start, m
+        self.bounds = chunks
+        self.out = np.empty((pts.shape[0], m), dtype=np.int64)
+        self.lock = threading.Lock()
+        self.next = 0
+        self.done = [threading.Event() for _ in chunks]
+        self.status = 0
+        self.chunk_s = 0.0  # the caller's slowest chunk so far
+
+    def _compute(self, c) -> None:
+        lo, hi = self.bounds[c]
+        buf = np.empty((hi - lo, self.m), dtype=np.int64)
+        starts = self.starts[lo:hi] if self.starts.shape[0] else self.starts
+        status = _fps_points_rows(self.pts[lo:hi], starts, self.start, self.m, buf)
+        with self.lock:
+            if not self.done[c].is_set():
+                self.out[lo:hi] = buf
+                self.status = max(self.status, status)
+                self.done[c].set()
+
+    def work(self, timed: bool = False) -> None:
+        while True:
+            with self.lock:
+                c = self.next
+                if c >= len(self.bounds):
+                    return
+                self.next += 1
+            t0 = time.perf_counter() if timed else 0.0
+            self._compute(c)
+            if timed:
+                self.chunk_s = max(self.chunk_s, time.perf_counter() - t0)
+
+    def finish(self):
+        for c, ev in enumerate(self.done):  # chunks still held by helpers
+            if not ev.wait(max(self.chunk_s, 1e-4)):
+                self._compute(c)
+        return self.out, self.status
+
+
+_helpers: ThreadPoolExecutor | None = None
+_helper_count = 0
+
+
+def _fps_helpers() -> int:
+    """Helper threads besides the caller, started on first use: NUMBA_NUM_THREADS (default:
+    the usable cores) minus one; 0 on one core. Read from numba's config, which starts no
+    thread pool (``numba.get_num_threads`` would)."""
+    global _helpers, _helper_count
+    if _helpers is None and _helper_count >= 0:
+        from numba import config
+        _helper_count = max(0, int(config.NUMBA_NUM_THREADS) - 1)
+        if _helper_count:
+            _helpers = ThreadPoolExecutor(_helper_count, thread_name_prefix="mmmixlab-fps")
+        else:
+            _helper_count = -1  # decided: no helpers
+    return max(0, _helper_count)
+
+
+def _fps_numba(pts: np.ndarray, starts: np.ndarray, start: int, m: int):
+    """Run the numba kernels on (B, N, 3) float32/float64 ``pts``: (picks, status)."""
+    b, n, _ = pts.shape
+    if b == 1 or b * n * m < _FPS_PARALLEL_MIN_WORK or not _fps_helpers():
+        return _fps_points_serial(pts, starts, start, m)
+    # chunks of about _FPS_CHUNK_WORK updates, at least two per thread
+    per = max(1, min(b // (2 * (_helper_count + 1)), _FPS_CHUNK_WORK // (n * m)))
+    shared = _SharedBatch(pts, starts, start, m,
+                          [(lo, min(b, lo + per)) for lo in range(0, b, per)])
+    for _ in range(min(_helper_count, len(shared.bounds) - 1)):
+        _helpers.submit(shared.work)
+    shared.work(timed=True)
+    return shared.finish()
+
+
+def _fps_cpu_fast(xyz: torch.Tensor, num_samples, start_index):
+    """The common CPU call (float32/float64 points, int or CPU tensor start) with no torch op:
+    a zero-copy numpy view goes straight to the kernel, which converts and checks the points
+    itself. Returns None for anything else or anything invalid; the checked path handles it
+    (and raises the errors)."""
+    if xyz.dtype not in _FAST_DTYPES or xyz.dim() != 3:
+        return None
+    b, n, c = xyz.shape
+    if c != 3 or b == 0 or n == 0:
+        return None
+    if type(num_samples) is int or isinstance(num_samples, np.integer):
+        m = int(num_samples)
+    else:
+        return None
+    if not 1 <= m <= n:
+        return None
+    if type(start_index) is int or isinstance(start_index, np.integer):
+        start, starts = int(start_index), _NO_STARTS
+        if not 0 <= start < n:
+            return None
+    elif isinstance(start_index, torch.Tensor) and start_index.is_cpu \
+            and not (start_index.is_floating_point() or start_index.is_complex()):
+        s = start_index.detach().numpy().reshape(-1)
+        if s.shape[0] == 1:
+            start, starts = int(s[0]), _NO_STARTS
+        elif s.shape[0] == b:
+            start, starts = 0, np.ascontiguousarray(s, dtype=np.int64)
+        else:
+            return None
+    else:
+        return None
+    pts = (xyz.detach() if xyz.requires_grad else xyz).numpy()
+    out, status = _fps_numba(pts, starts, start, m)
+    return torch.from_numpy(out) if status == 0 else None
 
 
 def farthest_point_sample(xyz: torch.Tensor, num_samples: int,
@@ -287,26 +510,25 @@ def farthest_point_sample(xyz: torch.Tensor, num_samples: int,
         num_samples: how many points to pick, 1 <= num_samples <= N.
         start_index: the first pick, an int or a (B,) integer tensor.
 
-    On CPU with numba installed this runs a compiled kernel (parallel over the batch); on CUDA,
-    or without numba, it runs :func:`farthest_point_sample_reference`. MPS has no float64, so
-    there the sampling runs on a CPU copy (numba when available). All paths give the same
-    indices as open3d's legacy FPS (see the module docstring).
+    On CPU with numba installed this runs a compiled kernel (one cloud or little work in the
+    calling thread, larger batches spread over numba's threads); on CUDA, or without numba,
+    it runs :func:`farthest_point_sample_reference`. MPS has no float64, so there the sampling
+    runs on a CPU copy (numba when available). All paths give the same indices as open3d's
+    legacy FPS (see the module docstring).
     """
-    device = xyz.device if isinstance(xyz, torch.Tensor) else None
-    if not (HAVE_NUMBA and device is not None and device.type in ("cpu", "mps")):
-        return farthest_point_sample_reference(xyz, num_samples, start_index)
-    m, start = _check_fps_args(xyz, num_samples, start_index)
-    x = np.ascontiguousarray(xyz.detach().to("cpu", torch.float64).transpose(1, 2).numpy())
-    with warnings.catch_warnings():
-        # numba probes TBB on its first parallel launch and warns when the installed TBB is too
-        # old; it then falls back to OpenMP/workqueue, so the warning is noise for our users.
-        warnings.filterwarnings("ignore", message=".*TBB threading layer.*")
-        b, _, n = x.shape
-        # the thread pool only pays off with more than one cloud and enough work to share
-        kernel = _fps_kernel if b > 1 and b * n * m >= _FPS_PARALLEL_MIN_WORK \
-            else _fps_kernel_serial
-        idx = torch.from_numpy(kernel(x, start.numpy(), m))
-    return idx.to(device)
+    if HAVE_NUMBA and isinstance(xyz, torch.Tensor):
+        if xyz.is_cpu:
+            idx = _fps_cpu_fast(xyz, num_samples, start_index)
+            if idx is not None:
+                return idx
+        if xyz.is_cpu or xyz.device.type == "mps":
+            m, start = _check_fps_args(xyz, num_samples, start_index)
+            x = xyz.detach().to("cpu", torch.float64).numpy()
+            idx, status = _fps_numba(x, start.numpy(), 0, m)
+            if status:  # pragma: no cover - the checks above reject what the kernel rejects
+                raise ValueError(f"farthest_point_sample: invalid input (status {status})")
+            return torch.from_numpy(idx).to(xyz.device)
+    return farthest_point_sample_reference(xyz, num_samples, start_index)
 
 
 # ----------------------------------------------------------------------------- neighbours

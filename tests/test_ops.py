@@ -230,3 +230,153 @@ def test_fps_with_many_picks_matches_open3d():
     idx = farthest_point_sample(torch.from_numpy(x)[None], 1024, 17)[0].numpy()
     np.testing.assert_array_equal(_o3d_fps_points(x, 1024, 17),
                                   x.astype(np.float64)[np.sort(idx)])
+
+
+# ----------------------------------------------------------------------------- FPS fast paths
+
+def _naive_fps(x: np.ndarray, m: int, start: int) -> list:
+    """open3d's legacy loop, transcribed: float64, (dx*dx + dy*dy) + dz*dz, strict '>'."""
+    x = x.astype(np.float64)
+    dist = np.full(len(x), np.inf)
+    far, out = start, []
+    for _ in range(m):
+        out.append(far)
+        s = x[far]
+        best = 0.0
+        for j in range(len(x)):
+            d = x[j] - s
+            dist[j] = min(dist[j], (d[0] * d[0] + d[1] * d[1]) + d[2] * d[2])
+            if dist[j] > best:
+                best, far = dist[j], j
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,m", [(1, 1), (2, 1), (2, 2), (3, 3), (5, 4), (64, 1), (64, 63),
+                                 (64, 64), (200, 64), (512, 64), (513, 512), (1000, 256)])
+def test_fps_single_cloud_sizes_match_open3d_and_naive(n, m, dtype):
+    rng = np.random.default_rng(n * 7 + m)
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    start = int(rng.integers(n))
+    idx = farthest_point_sample(torch.from_numpy(x).to(dtype)[None], m, start)
+    assert idx.dtype == torch.int64 and idx.shape == (1, m) and idx.device.type == "cpu"
+    xd = torch.from_numpy(x).to(dtype).double().numpy()
+    if n <= 200:
+        assert idx[0].tolist() == _naive_fps(xd, m, start)
+    assert torch.equal(idx, farthest_point_sample_reference(torch.from_numpy(xd)[None], m, start))
+    np.testing.assert_array_equal(_o3d_fps_points(xd, m, start), xd[np.sort(idx[0].numpy())])
+
+
+@pytest.mark.parametrize("kind", ["grid", "duplicates", "all_same", "two_points", "line"])
+@pytest.mark.parametrize("n,m", [(8, 8), (50, 50), (300, 64), (600, 600)])
+def test_fps_ties_and_duplicates_match_open3d(kind, n, m):
+    """Clouds full of equal distances and repeated points; M up to N, past the distinct
+    points (open3d then repeats its last pick)."""
+    rng = np.random.default_rng(n + m)
+    if kind == "grid":
+        x = rng.integers(0, 3, (n, 3)).astype(np.float64)
+    elif kind == "duplicates":
+        x = np.repeat(rng.normal(size=(n // 4 + 1, 3)), 4, axis=0)[:n]
+    elif kind == "all_same":
+        x = np.full((n, 3), 0.25)
+    elif kind == "two_points":
+        x = np.where(rng.random((n, 1)) < 0.5, 1.0, -1.0) * np.ones((1, 3))
+    else:
+        x = np.zeros((n, 3))
+        x[:, 0] = np.arange(n) % 7  # equally spaced, repeated
+    start = int(rng.integers(n))
+    idx = farthest_point_sample(torch.from_numpy(x)[None], m, start)[0]
+    if n <= 50:
+        assert idx.tolist() == _naive_fps(x, m, start)
+    assert torch.equal(idx, farthest_point_sample_reference(torch.from_numpy(x)[None], m,
+                                                            start)[0])
+    picked = np.unique(idx.numpy())
+    if m < n:
+        np.testing.assert_array_equal(_o3d_fps_points(x, m, start), x[picked])
+    else:  # open3d returns the whole cloud when asked for all of it, without sampling
+        np.testing.assert_array_equal(_o3d_fps_points(x, m, start), x)
+
+
+def test_fps_nearly_equal_distances_lower_index_is_not_the_max():
+    """Distances equal in all but their last bits: the kernels pack a distance's high bits
+    with the point index to find the pick in one pass; here the lower index holds the smaller
+    distance of the pair that packing cannot tell apart, so the exact check must overrule."""
+    eps = 2.0 ** -52
+    # from point 0: point 1 at distance 1, point 2 at (1 + eps)^2 = 1 + 2 eps (last bits)
+    x = np.array([[0.0, 0, 0], [1.0, 0, 0], [1.0 + eps, 0, 0], [0.5, 0, 0]])
+    assert _naive_fps(x, 3, 0)[:2] == [0, 2]
+    for fps in (farthest_point_sample, farthest_point_sample_reference):
+        assert fps(torch.from_numpy(x)[None], 3, 0)[0].tolist() == _naive_fps(x, 3, 0)
+    from mmmixlab.ops import _fps_kernel_pruned
+    xt = np.ascontiguousarray(x.T[None])
+    for cell in (1, 2, 4):
+        assert _fps_kernel_pruned(xt, np.array([0]), 3, cell)[0].tolist() == _naive_fps(x, 3, 0)
+    np.testing.assert_array_equal(_o3d_fps_points(x, 3, 0), x[[0, 2, 3]])
+
+
+def test_fps_input_forms_take_the_same_picks():
+    """Layouts, dtypes, gradients and argument types accepted before the fast path still are,
+    with the same picks."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 300, 3, generator=g, dtype=torch.float64)
+    start = torch.tensor([0, 17, 299])
+    ref = farthest_point_sample_reference(x, 40, start)
+    assert torch.equal(farthest_point_sample(x, 40, start), ref)
+    planes = x.transpose(1, 2).contiguous()  # (B, 3, N): its transpose is not contiguous
+    assert torch.equal(farthest_point_sample(planes.transpose(1, 2), 40, start), ref)
+    assert torch.equal(farthest_point_sample(x[:, ::1].requires_grad_(), 40, start), ref)
+    assert torch.equal(farthest_point_sample(x, np.int64(40), start.to(torch.int32)), ref)
+    assert torch.equal(farthest_point_sample(x, 40, start[:, None]), ref)  # (B, 1) reshapes
+    one = farthest_point_sample_reference(x, 40, 17)
+    for s in (17, np.int64(17), torch.tensor(17), torch.tensor([17])):
+        assert torch.equal(farthest_point_sample(x, 40, s), one)
+    for dt in (torch.float16, torch.bfloat16):  # not numpy-viewable: the checked path
+        xh = x.to(dt)
+        assert torch.equal(farthest_point_sample(xh, 40, start),
+                           farthest_point_sample_reference(xh, 40, start))
+
+
+def test_fps_fast_path_errors():
+    x = torch.rand(1, 10, 3)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        farthest_point_sample(torch.tensor([[[0.0, 0, 0], [float("inf"), 0, 0]]]), 1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        farthest_point_sample(torch.tensor([[[0.0, float("nan"), 0]]], dtype=torch.float64), 1)
+    with pytest.raises(TypeError, match="num_samples"):
+        farthest_point_sample(x, True)
+    with pytest.raises(TypeError, match="num_samples"):
+        farthest_point_sample(x, 4.0)
+    with pytest.raises(TypeError, match="start_index"):
+        farthest_point_sample(x, 4, 1.0)
+    with pytest.raises(TypeError, match="start_index"):
+        farthest_point_sample(x, 4, torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="start_index"):
+        farthest_point_sample(x, 4, torch.tensor([10]))
+    with pytest.raises(ValueError, match="start_index"):
+        farthest_point_sample(torch.rand(3, 10, 3), 4, torch.tensor([0, 1, 10]))
+    with pytest.raises(ValueError, match="empty"):
+        farthest_point_sample(torch.rand(0, 10, 3), 4)
+
+
+def test_fps_shared_batch_path(monkeypatch):
+    """Batches shared with helper threads: the same picks as one thread, errors still raised,
+    and a chunk a helper never finishes is redone by the caller."""
+    monkeypatch.setattr(ops, "_FPS_PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(ops, "_FPS_CHUNK_WORK", 1)  # one cloud per chunk
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.normal(size=(9, 400, 3)).astype(np.float32))
+    start = torch.from_numpy(rng.integers(0, 400, 9))
+    ref = farthest_point_sample_reference(x, 50, start)
+    for _ in range(3):
+        assert torch.equal(farthest_point_sample(x, 50, start), ref)
+    assert torch.equal(farthest_point_sample(x, 50, 5), farthest_point_sample_reference(x, 50, 5))
+    bad = x.clone()
+    bad[7, 3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf values \(clouds \[7\]\)"):
+        farthest_point_sample(bad, 50, start)
+    pts = x.numpy()
+    shared = ops._SharedBatch(pts, start.numpy(), 0, 50, [(0, 4), (4, 9)])
+    shared.next = 1  # chunk 0 "claimed by a helper" that never reports back
+    shared.work(timed=True)
+    out, status = shared.finish()
+    assert status == 0 and torch.equal(torch.from_numpy(out), ref)

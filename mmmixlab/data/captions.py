@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .parts import MATERIALS
 from .prompts import display_name, fix_articles
-from .shapes import MATERIALS
 
 __all__ = ["CAPTION_TEMPLATES", "make_captions"]
 

@@ -1,8 +1,9 @@
 """SynthShapes: the project's embedded procedural world of coloured 3D shapes.
 
 16 categories modelled on ModelNet40 / ScanObjectNN classes, each built from primitives sampled
-on the surface (see :mod:`mmmixlab.data.shapes`). Some pairs overlap on purpose
-(``CONFUSABLE_PAIRS``: table/desk, cup/vase, plant/flower_pot, cabinet/bookshelf).
+on the surface (see :mod:`mmmixlab.data.shapes`, the builders in :mod:`mmmixlab.data.categories`).
+Some pairs overlap on purpose (``CONFUSABLE_PAIRS``: table/desk, cup/vase, plant/flower_pot,
+cabinet/bookshelf).
 
 Conventions: z is up, objects face -y; every cloud is centred on its centroid and scaled into
 the unit sphere; rgb lies in [0, 1].
@@ -27,16 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from .captions import make_captions
+from .primitives import normalize_cloud, sample_parts
 from .prompts import display_name
 from .render import camera_basis, render_views, visible_mask
-from .shapes import (
-    CATEGORIES,
-    CONFUSABLE_PAIRS,
-    build_parts,
-    category_index,
-    normalize_cloud,
-    sample_parts,
-)
+from .shapes import CATEGORIES, CONFUSABLE_PAIRS, build_parts, category_index
 from .triplets import TripletSet, load_triplets, write_triplets
 
 __all__ = [

@@ -3,7 +3,9 @@
 Why these live here, in plain PyTorch: the peer code bases rely on CUDA-only extensions
 (pointnet2 ops) for the same four operations, and those fail to build for many users. Every
 function below runs on any device; farthest point sampling, the one step that is inherently
-sequential, gets a numba kernel on CPU because a Python loop over samples is too slow there.
+sequential, gets a numba kernel on CPU because a Python loop over samples is too slow there:
+one vectorised pass per pick (~0.3 ns per point and pick here, open3d ~1.1 ns) behind a wrapper
+that runs no torch op on the common call (~4 us fixed cost per call).
 
 Farthest point sampling follows open3d's legacy
 ``PointCloud.farthest_point_down_sample(num_samples, start_index)`` (open3d 0.20) exactly:
@@ -12,7 +14,9 @@ Farthest point sampling follows open3d's legacy
   picked set is largest, distances kept in float64 as ``(dx*dx + dy*dy) + dz*dz``;
 * ties go to the lowest index (open3d scans points in order and replaces only on ``>``);
 * when every remaining distance is 0 (fewer distinct points than ``num_samples``), open3d keeps
-  its previous pick, so the last picked index repeats; we do the same.
+  its previous pick, so the last picked index repeats; we do the same. (Exception on open3d's
+  side: asked for ``num_samples == N`` it returns the whole cloud without sampling, so for a
+  cloud with repeated points at M == N the selections differ; we keep sampling.)
 
 open3d itself returns the picked *points* in index order (its ``SelectByIndex`` walks a mask),
 not the pick order; we return the indices in pick order, so ``sorted(unique(ours))`` is what

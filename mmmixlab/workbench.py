@@ -12,6 +12,9 @@ world, the frozen-encoder pre-training and the epochs so the whole series runs i
 
 ``make strip`` (:mod:`mmmixlab.nbstrip`) removes outputs and saved widget
 state before a commit.
+
+The paper's own numbers, shown beside ours, live in :mod:`mmmixlab.paper` (``paper_table``,
+``PAPER`` and ``ABLATION_TABLES`` are re-exported here for the notebooks).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from .config import RunConfig, preset
 from .data import CONFUSABLE_PAIRS
 from .device import resolve_device
 from .evaluate import confusion_matrix, most_confused_pairs, zero_shot
+from .paper import ABLATION_TABLES
+from .paper import PAPER as PAPER  # re-exported: the notebooks read them here
+from .paper import paper_table as paper_table
 from .train import RESUME_MAY_CHANGE, final_encoder
 
 # What MMMIXLAB_SMOKE=1 changes: 64 train shapes, 1+1 epochs, a few steps of CLIP pre-training
@@ -287,38 +293,6 @@ def confusable_pair(triplets) -> tuple:
 
 SPLIT_NAMES = {"test": "test (ModelNet40-like)", "scan": "scan (ScanObjectNN-like)"}
 
-# The paper's numbers (Point-BERT pre-trained on ShapeNet for Tables 1-2, SparseConv for the
-# ablations), for reading our tiny-world numbers next to them.
-PAPER = {
-    "zero_shot": {"OpenShape": {"ModelNet40 top1": 70.3, "ModelNet40 top5": 91.3,
-                                "ScanObjectNN top1": 51.3, "ScanObjectNN top5": 78.4,
-                                "Objaverse-LVIS top1": 10.8},
-                  "MM-Mixing": {"ModelNet40 top1": 74.1, "ModelNet40 top5": 91.6,
-                                "ScanObjectNN top1": 61.9, "ScanObjectNN top5": 91.8,
-                                "Objaverse-LVIS top1": 13.0}},
-    "linear_probe": {"OpenShape": {"ModelNet40": 88.5, "OBJ-BG": 77.8, "OBJ-ONLY": 78.5,
-                                   "PB-T50-RS": 64.1},
-                     "MM-Mixing": {"ModelNet40": 90.6, "OBJ-BG": 83.3, "OBJ-ONLY": 85.0,
-                                   "PB-T50-RS": 73.2}},
-    "table3": {"Baseline": (72.9, 52.7), "FM": (74.1, 56.4), "IM": (73.8, 58.9),
-               "FM+IM": (75.2, 60.7)},
-    "table4": {"One stage": (73.6, 59.5), "Two stages": (75.2, 60.7)},
-    "table5": {"T": (72.6, 58.9), "T+I": (73.8, 60.7), "T+P": (73.9, 60.4),
-               "T+I+P": (75.2, 60.7)},
-}
-
-
-def paper_table(name: str):
-    """One of the paper's tables (``zero_shot``, ``linear_probe``, ``table3/4/5``) as a
-    DataFrame, in %. Ablation tables give zero-shot top-1 on ModelNet40 and ScanObjectNN."""
-    import pandas as pd
-
-    data = PAPER[name]
-    if name.startswith("table"):
-        return pd.DataFrame.from_dict(data, orient="index",
-                                      columns=["ModelNet40 top1", "ScanObjectNN top1"])
-    return pd.DataFrame.from_dict(data, orient="index")
-
 
 def results_table(runs: dict, kind: str = "zero_shot"):
     """Rows: methods (``{name: metrics}``), columns: split (or task) x metric, in %.
@@ -401,15 +375,6 @@ def ablation(cfg: RunConfig, variants: Sequence[str], seeds: int, modality_sets=
             stored.get("summary", {})):
         ablate(cfg, list(variants), list(range(int(seeds))), out, sets, progress=progress)
     return json.loads((out / "ablation.json").read_text())
-
-
-ABLATION_TABLES = {
-    "Table 3: mixing level": {"baseline": "Baseline", "fm": "FM", "im": "IM",
-                              "mm-mixing": "FM+IM", "baseline-2x": "Baseline, 2x epochs"},
-    "Table 4: alignment stages": {"one-stage": "One stage", "mm-mixing": "Two stages"},
-    "Table 5: modality losses": {"mm-mixing (T)": "T", "mm-mixing (T+I)": "T+I",
-                                 "mm-mixing (T+P)": "T+P", "mm-mixing (T+I+P)": "T+I+P"},
-}
 
 
 def protocol_text(result: dict) -> str:

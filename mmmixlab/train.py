@@ -33,7 +33,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,8 @@ from .fileio import atomic_path
 from .losses import LogitScale
 from .mixing import input_mix, pair_indices, sample_lambda
 from .objectives import Alignment
+from .runlog import RunLog
+from .runlog import epoch_line as epoch_line  # re-exported: it lived here
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -126,9 +127,9 @@ class Trainer:
     ``checkpoint_every`` steps hold the encoders, optimizer, scheduler, AMP scaler, logit scales,
     every RNG state and the position in the epoch, so ``fit(resume=True)`` continues a killed run
     and ends with the same weights as an uninterrupted one. Per-step metrics go to
-    ``out_dir/log.jsonl`` (and TensorBoard when installed). Under ``torchrun`` the encoders are
-    wrapped in DDP and losses are computed on the global batch (see ``distributed``); only rank 0
-    writes files or shows progress.
+    ``out_dir/log.jsonl`` (and TensorBoard when installed), written by :mod:`mmmixlab.runlog`.
+    Under ``torchrun`` the encoders are wrapped in DDP and losses are computed on the global
+    batch (see ``distributed``); only rank 0 writes files or shows progress.
     """
 
     def __init__(self, cfg: RunConfig, batches: TripletBatches, embed_dim: int,
@@ -176,7 +177,7 @@ class Trainer:
         self.local_generator = torch.Generator().manual_seed(
             tc.seed * 1_000_003 + 7919 * (dist_utils.rank() + 1))
         self.history: list = []
-        self._log = None
+        self.runlog = RunLog(self.out_dir, main=self.main, progress=self.progress)
 
     def _use_stage1_checkpoint(self, path: Path) -> None:
         """Take encoder A from a finished run's ``final.pt`` (or its folder) and run stage 2
@@ -430,61 +431,6 @@ class Trainer:
             raise FloatingPointError(f"non-finite loss at {phase.name} epoch {epoch + 1}, "
                                      f"between steps {first} and {last} of the epoch")
 
-    # -- logging ------------------------------------------------------------------------------
-    def _report_unreadable(self, bad: dict, phase: Phase, epoch: int, step: int) -> None:
-        """A shape file the stream could not read (and replaced): named in log.jsonl on rank 0,
-        on stderr on the others; the running count is in each epoch's record."""
-        total = len(getattr(self.batches, "bad", {}))
-        if self.main:
-            self._write_log({"kind": "unreadable_shape", "step": step, "phase": phase.name,
-                             "epoch": epoch + 1, "path": bad["path"], "reason": bad["reason"],
-                             "unreadable_so_far": total})
-            if self.progress:
-                progress_out.write(f"skipped unreadable shape {bad['path']}: {bad['reason']}")
-        else:
-            print(f"rank {dist_utils.rank()}: skipped unreadable shape {bad['path']}: "
-                  f"{bad['reason']}", file=sys.stderr, flush=True)
-
-    def _open_log(self, resume_step: int):
-        """``log.jsonl`` (rank 0): on resume, lines after the checkpoint's step are dropped,
-        since those steps will be run again."""
-        if self.out_dir is None or not self.main:
-            return
-        path = self.out_dir / "log.jsonl"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if path.exists() and resume_step > 0:
-            for line in path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a line cut short by the crash
-                if rec.get("step", 0) <= resume_step:
-                    kept.append(line)
-        path.write_text("".join(k + "\n" for k in kept))
-        self._log = open(path, "a", buffering=1)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=resume_step)
-        except Exception:  # tensorboard is optional
-            self._tb = None
-
-    def _write_log(self, record: dict):
-        if self._log is None:
-            return
-        self._log.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self._tb.add_scalar(f"{record.get('kind', 'step')}/{k}", v, record["step"])
-
-    def _close_log(self):
-        if self._log is not None:
-            self._log.close()
-            if self._tb is not None:
-                self._tb.close()
-            self._log = None
-
     # -- main loop ----------------------------------------------------------------------------
     def enter_phase(self, phase: Phase) -> Phase:
         """Train mode and gradients for the encoders (and logit scales) ``phase`` trains; the
@@ -503,7 +449,7 @@ class Trainer:
         start = time.perf_counter()
         state = self._load() if resume else None
         global_step = state["global_step"] if state else 0
-        self._open_log(global_step)
+        self.runlog.open(global_step)
         try:
             for phase_idx, phase in enumerate(self.phases):
                 if state and phase_idx < state["phase"]:
@@ -529,7 +475,7 @@ class Trainer:
                     global_step += len(self.batches) - skip
                     skip, partial = 0, None
         finally:
-            self._close_log()
+            self.runlog.close()
         for enc in self.encoders.values():
             enc.eval()
         seconds = time.perf_counter() - start
@@ -565,7 +511,9 @@ class Trainer:
             data_seconds += t0 - t_wait
             for bad in batch.skipped:
                 skipped += 1
-                self._report_unreadable(bad, phase, epoch, global_step + step - skip + 1)
+                self.runlog.unreadable_shape(bad, phase.name, epoch + 1,
+                                             global_step + step - skip + 1,
+                                             len(getattr(self.batches, "bad", {})))
             check_batch(batch)  # once, on the CPU: the losses skip their own scans (syncs)
             batch = batch.to(self.device)
             opt.zero_grad(set_to_none=True)
@@ -596,11 +544,8 @@ class Trainer:
                 self._raise_if_nonfinite(nonfinite, phase, epoch, checked + 1, step)
                 checked = step
             if logging_now:
-                self._write_log({"kind": "step", "step": done, "phase": phase.name,
-                                 "epoch": epoch + 1, **{k: float(v.detach()) for k, v in terms.items()},
-                                 "logit_scale": float(scale().detach()),
-                                 "lr": sched.get_last_lr()[0], "samples_per_s": samples / dt,
-                                 "data_wait_s": t0 - t_wait})
+                self.runlog.step(done, phase.name, epoch + 1, terms, float(scale().detach()),
+                                 sched.get_last_lr()[0], samples / dt, t0 - t_wait)
             if show_bar:  # .item() waits for the device: only when someone watches
                 bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{scale.temperature:.4f}")
             if saving_now:
@@ -627,9 +572,7 @@ class Trainer:
             self.encoders[phase.trains[-1]].train()
         self.history.append(record)
         done = global_step + len(self.batches) - skip
-        self._write_log({"kind": "epoch", "step": done, **record})
-        if self.progress:
-            progress_out.write(epoch_line(record, phase.epochs))
+        self.runlog.epoch(done, record, phase.epochs)
         if on_epoch is not None:
             on_epoch(record)
         if last_epoch:
@@ -644,19 +587,6 @@ class Trainer:
 RESUME_MAY_CHANGE = ("train.device", "train.num_threads", "train.checkpoint_every",
                      "train.eval_every", "train.log_every", "data.num_workers",
                      "data.prefetch_factor", "data.max_bad_share")
-
-
-def epoch_line(record: dict, epochs: int) -> str:
-    """One readable line per epoch: ``stage1 epoch 3/15  loss 2.310  T 0.0660  ...``."""
-    skip = {"phase", "epoch", "seconds", "data_seconds", "lr", "temperature", "loss"}
-    parts = [f"{record['phase']} epoch {record['epoch']}/{epochs}",
-             f"loss {record.get('loss', float('nan')):.3f}",
-             f"T {record.get('temperature', float('nan')):.4f}"]
-    parts += [f"{k.replace('zero_shot_', 'zs ').replace('_top1', ' top1')} {v:.3f}"
-              for k, v in record.items()
-              if k not in skip and not k.startswith("loss_") and isinstance(v, float)]
-    parts.append(f"{record.get('seconds', 0.0):.1f} s (data {record.get('data_seconds', 0.0):.1f} s)")
-    return "  ".join(parts)
 
 
 def enable_determinism() -> None:

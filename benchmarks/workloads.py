@@ -19,7 +19,8 @@ from mmmixlab.config import preset
 from mmmixlab.train import Trainer
 
 # encoder name -> (preset, feature width): the tiny CLIP's 64-d, OpenShape's 1280-d bigG.
-ENCODERS = {"pointbert-tiny": ("tiny", 64), "pointbert": ("paper", 1280)}
+ENCODERS = {"pointbert-tiny": ("tiny", 64), "pointbert": ("paper", 1280),
+            "sparseconv-tiny": ("tiny", 64), "sparseconv": ("paper", 1280)}
 
 
 def random_batches(batch: int, num_points: int, embed_dim: int, seed: int = 0,

@@ -8,7 +8,10 @@ from mmmixlab.encoders import ENCODER_NAMES, PointBERTConfig, count_parameters, 
 # Small Point-BERT overrides so CPU tests stay fast; the architecture is the same.
 SMALL = {"pointbert": {"num_groups": 16, "group_size": 16, "depth": 1},
          "pointbert-tiny": {"num_groups": 16, "group_size": 16},
-         "pointnet": {}}
+         "pointnet": {},
+         "sparseconv": {"layers": (1, 1, 1, 1), "planes": (8, 8, 16, 16), "stem_kernel": 3,
+                        "embedding_channels": 16, "head_hidden": 16, "voxel_size": 0.1},
+         "sparseconv-tiny": {}}
 
 
 def _clouds(b, n, c, seed=0):
@@ -78,6 +81,10 @@ def test_pointnet_permutation_invariant():
 @pytest.mark.parametrize("name", ENCODER_NAMES)
 def test_batch_of_one_trains(name):
     enc = create_point_encoder(name, out_dim=8, **SMALL[name]).train()
+    if getattr(enc, "mixes_batch", False):  # BatchNorm over one cloud: a clear error instead
+        with pytest.raises(ValueError, match="at least 2 clouds"):
+            enc(_clouds(1, 256, 6))
+        enc = create_point_encoder(name, out_dim=8, **SMALL[name], norm="layer").train()
     enc(_clouds(1, 256, 6)).sum().backward()
 
 

@@ -55,7 +55,8 @@ def dense_reference(x: SparseTensor, conv: SparseConv3d, out: SparseTensor, grad
 
 @pytest.mark.parametrize("kernel,stride,in_stride", [(3, 1, 1), (5, 1, 1), (1, 1, 1),
                                                      (2, 2, 1), (3, 2, 1), (3, 1, 2),
-                                                     (2, 2, 4), (3, 2, 2)])
+                                                     (2, 2, 4), (3, 2, 2), (3, 3, 1),
+                                                     (4, 4, 1)])
 def test_sparse_conv_equals_dense_conv3d_values_and_gradients(kernel, stride, in_stride):
     torch.manual_seed(kernel * 10 + stride)
     x = random_sparse(seed=kernel + 7 * stride + in_stride, stride=in_stride)
@@ -225,3 +226,44 @@ def test_bad_voxel_size_and_options_name_the_argument():
         create_point_encoder("sparseconv", 8, 6, planes=(8, 8), layers=(1,))
     with pytest.raises(ValueError, match="unknown SparseConvConfig"):
         create_point_encoder("sparseconv", 8, 6, voxelsize=0.1)
+
+
+def test_trainer_refuses_gradient_caching_with_batch_norm_and_trains_a_step_without():
+    from mmmixlab.train import Trainer
+    from tests.helpers.toy import toy_batches, toy_cfg
+    small = {"layers": (1, 1, 1, 1), "planes": (8, 8, 8, 8), "stem_kernel": 3,
+             "embedding_channels": 16, "head_hidden": 16, "voxel_size": 0.1}
+    cfg = toy_cfg("mm-mixing", **{"train.encoder": "sparseconv", "train.grad_cache_chunk": 4,
+                                  "train.encoder_overrides": small})
+    with pytest.raises(ValueError, match="grad_cache_chunk=4.*norm='batch'"):
+        Trainer(cfg, toy_batches(), embed_dim=16, progress=False)
+    # per-voxel LayerNorm: gradient caching gives the full batch's gradients
+    results = []
+    for chunk in (0, 3):
+        cfg = toy_cfg("mm-mixing", **{"train.encoder": "sparseconv-tiny",
+                                      "train.grad_cache_chunk": chunk, "train.batch_size": 12})
+        tr = Trainer(cfg, toy_batches(batch_size=12), embed_dim=16, progress=False)
+        batch = tr.batches.make_batch(torch.arange(12), torch.Generator().manual_seed(0))
+        loss, _ = tr._forward_backward(next(p for p in tr.phases if p.name == "stage1"), batch)
+        results.append((loss.item(), {n: p.grad.clone() for n, p in
+                                      tr.encoders["A"].named_parameters()}))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for name, g in results[0][1].items():
+        torch.testing.assert_close(g, results[1][1][name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_trains_and_evaluates_mm_mixing_with_sparseconv_tiny(tmp_path):
+    import json
+
+    from mmmixlab.cli import main
+    from tests.test_pipeline import SMALL
+    run = tmp_path / "run"
+    assert main(["train", "--variant", "mm-mixing", "--encoder", "sparseconv-tiny", "--out",
+                 str(run), "--seed", "0", "--cache", str(tmp_path / "cache")] + SMALL) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["config"]["train"]["encoder"] == "sparseconv-tiny"
+    assert 0.0 <= metrics["zero_shot"]["test"]["top1"] <= 1.0
+    assert [h["phase"] for h in metrics["history"]] == ["stage1", "stage2"]
+    # the saved run evaluates again from its checkpoint (weights-only load, same encoder)
+    assert main(["eval", "--run", str(run)]) == 0

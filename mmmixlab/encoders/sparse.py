@@ -19,7 +19,7 @@ SparseConv backbone is written in, so its architecture carries over layer for la
 
 How it runs: coordinates are packed into int64 keys and sorted once per tensor
 (:class:`CoordinateIndex`); a kernel map lists, per offset, the (input row, output row) pairs
-found by ``searchsorted``; :class:`_SparseConvolution` gathers the input rows of each offset,
+found by ``searchsorted`` (or, for OpenShape's 2^3 stride-2 convs, read off the floor itself); :class:`_SparseConvolution` gathers the input rows of each offset,
 multiplies by that offset's weight and scatter-adds into the outputs, and recomputes the
 gathers in backward instead of saving them (memory stays O(voxels x channels), not
 O(pairs x channels)). Everything is ordinary tensor ops, so it runs on CPU, CUDA and MPS alike.
@@ -192,15 +192,31 @@ class _SparseConvolution(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
-def downsample_coords(coords: torch.Tensor, stride: int) -> torch.Tensor:
-    """Unique voxels of ``coords`` floored to multiples of ``stride`` (batch kept), sorted."""
+def downsample_coords(coords: torch.Tensor, stride: int, return_inverse: bool = False):
+    """Unique voxels of ``coords`` floored to multiples of ``stride`` (batch kept), sorted;
+    with ``return_inverse`` also each input row's output row."""
     c = coords.clone()
     c[:, 1:] = torch.div(c[:, 1:], stride, rounding_mode="floor") * stride
     index = CoordinateIndex(c)
     keys, inverse = torch.unique(index.pack(c), return_inverse=True)
     out = c.new_empty((keys.numel(), 4))
     out.index_copy_(0, inverse, c)  # duplicates carry identical rows
-    return out
+    return (out, inverse) if return_inverse else out
+
+
+def _pooling_kernel_map(src: SparseTensor, stride: int):
+    """Kernel map of a conv with kernel size == stride (OpenShape's 2^3 stride-2 convs): every
+    input voxel falls in exactly one output cell, at offset (input - cell) / input stride, so
+    the map comes from the floor itself with no search."""
+    out_coords, inverse = downsample_coords(src.coords, src.stride * stride, True)
+    rel = torch.div(src.coords[:, 1:] - out_coords[inverse, 1:], src.stride,
+                    rounding_mode="floor")
+    which = (rel[:, 0] * stride + rel[:, 1]) * stride + rel[:, 2]  # kernel_offsets' order
+    order = torch.argsort(which, stable=True)
+    counts = torch.bincount(which, minlength=stride ** 3).tolist()
+    kmap = KernelMap(list(order.split(counts)), list(inverse[order].split(counts)),
+                     out_coords.shape[0])
+    return kmap, out_coords
 
 
 class SparseConv3d(nn.Module):
@@ -242,12 +258,16 @@ class SparseConv3d(nn.Module):
         key = ("map", self.kernel_size, self.stride)
         if key not in x.cache:
             if self.stride == 1:
+                kmap = _build_kernel_map(x, x.coords, self.kernel_size, True)
                 out_coords, out_cache = x.coords, x.cache
+            elif self.kernel_size == self.stride and self.kernel_size % 2 == 0:
+                kmap, out_coords = _pooling_kernel_map(x, self.stride)
+                out_cache = {}
             else:
                 out_coords = downsample_coords(x.coords, x.stride * self.stride)
+                kmap = _build_kernel_map(x, out_coords, self.kernel_size, False)
                 out_cache = {}
-            x.cache[key] = (_build_kernel_map(x, out_coords, self.kernel_size,
-                                              self.stride == 1), out_coords, out_cache)
+            x.cache[key] = (kmap, out_coords, out_cache)
         kmap, out_coords, out_cache = x.cache[key]
         # (C_out, k, k, k, C_in) -> (k^3, C_in, C_out), offsets in kernel_offsets' order
         w = self.weight.reshape(self.out_channels, -1, self.in_channels).permute(1, 2, 0)

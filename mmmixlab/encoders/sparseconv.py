@@ -161,6 +161,9 @@ class SparseConvEncoder(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         check_encoder_input(points, self.config.in_channels)
+        if self.training and self.mixes_batch and points.shape[0] < 2:
+            raise ValueError("norm='batch' (OpenShape's BatchNorm) needs at least 2 clouds per "
+                             "training batch, got 1; use a bigger batch or norm='layer'")
         x = voxelize(points, self.config.voxel_size)
         fine = self.stem(x)
         out, scales = fine, []

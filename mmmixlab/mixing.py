@@ -90,9 +90,12 @@ def _gamma(alpha: float, shape: tuple, generator, device) -> torch.Tensor:
     return out.reshape(shape).float()
 
 
-def _as_row_lambda(lam: LamLike, batch: int, device, name: str = "lam") -> torch.Tensor:
-    """A float or (B,) tensor of ratios as a (B,) float tensor, validated to lie in [0, 1]."""
-    check_unit_interval(lam, name)
+def _as_row_lambda(lam: LamLike, batch: int, device, name: str = "lam",
+                   check: bool = True) -> torch.Tensor:
+    """A float or (B,) tensor of ratios as a (B,) float tensor, validated to lie in [0, 1]
+    (``check=False`` skips the range scan of a tensor, not the shape check)."""
+    if check or not isinstance(lam, torch.Tensor):
+        check_unit_interval(lam, name)
     if isinstance(lam, torch.Tensor):
         if lam.dim() == 0:
             lam = lam.expand(batch)
@@ -104,17 +107,20 @@ def _as_row_lambda(lam: LamLike, batch: int, device, name: str = "lam") -> torch
     return torch.full((batch,), float(lam), dtype=torch.float64, device=device)
 
 
-def feature_mix(f_i: torch.Tensor, f_j: torch.Tensor, lam: LamLike) -> torch.Tensor:
+def feature_mix(f_i: torch.Tensor, f_j: torch.Tensor, lam: LamLike,
+                check: bool = True) -> torch.Tensor:
     """Eq. 1: ``m = lam * f_i + (1 - lam) * f_j``, row by row.
 
-    ``lam`` is a float or a per-row tensor of shape (B,).
+    ``lam`` is a float or a per-row tensor of shape (B,). ``check=False`` skips the scan of a
+    ``lam`` tensor for values outside [0, 1] (three host syncs on an accelerator), for ratios
+    that are in range by construction (:func:`sample_lambda`, :attr:`InputMix.lam`).
     """
     if f_i.shape != f_j.shape:
         raise ValueError(f"feature_mix needs features of equal shape, got "
                          f"{tuple(f_i.shape)} and {tuple(f_j.shape)}")
     if f_i.dim() < 1 or f_i.shape[0] == 0:
         raise ValueError(f"feature_mix needs a non-empty batch, got shape {tuple(f_i.shape)}")
-    lam_rows = _as_row_lambda(lam, f_i.shape[0], f_i.device).to(f_i.dtype)
+    lam_rows = _as_row_lambda(lam, f_i.shape[0], f_i.device, check=check).to(f_i.dtype)
     lam_rows = lam_rows.reshape(-1, *([1] * (f_i.dim() - 1)))
     return lam_rows * f_i + (1.0 - lam_rows) * f_j
 
@@ -134,16 +140,25 @@ class InputMix:
 
 
 def input_mix(p1: torch.Tensor, p2: torch.Tensor, lam: LamLike, variant: str = "random",
-              generator: Optional[torch.Generator] = None) -> InputMix:
+              generator: Optional[torch.Generator] = None, check: bool = True) -> InputMix:
     """Eqs. 2-3: mix two batches of clouds point by point (PointCutMix-R / -K).
 
     ``floor(lam * N)`` points come from ``p1`` and the rest from ``p2``; see the module
     docstring for how the two clouds are put in correspondence. ``p1`` and ``p2`` are
-    (B, N, C) with xyz in the first three channels.
+    (B, N, C) with xyz in the first three channels. ``check=False`` skips the NaN/inf scans of
+    the clouds and the range scan of a ``lam`` tensor (five host syncs on an accelerator), for
+    a caller that has checked its batch already (shapes are always checked).
     """
     check_choice(variant, INPUT_MIX_VARIANTS, "input-mixing variant")
-    check_points(p1, "p1", channels=())
-    check_points(p2, "p2", channels=())
+    if check:
+        check_points(p1, "p1", channels=())
+        check_points(p2, "p2", channels=())
+    else:
+        for name, p in (("p1", p1), ("p2", p2)):
+            if not isinstance(p, torch.Tensor) or p.dim() != 3 or not p.is_floating_point() \
+                    or p.shape[0] == 0 or p.shape[1] == 0:
+                raise ValueError(f"{name} must be a non-empty floating-point (B, N, C) tensor, "
+                                 f"got {getattr(p, 'shape', type(p).__name__)}")
     if p1.shape != p2.shape:
         raise ValueError(f"input_mix needs clouds of equal shape, got p1 {tuple(p1.shape)} "
                          f"and p2 {tuple(p2.shape)}")
@@ -151,7 +166,7 @@ def input_mix(p1: torch.Tensor, p2: torch.Tensor, lam: LamLike, variant: str = "
         raise ValueError(f"clouds need xyz in the first 3 channels, got shape {tuple(p1.shape)}")
     b, n, _ = p1.shape
     device = p1.device
-    lam_rows = _as_row_lambda(lam, b, device)
+    lam_rows = _as_row_lambda(lam, b, device, check=check)
     # floor(lam * N) in lam's own dtype, as a caller computing it from the same lam would.
     keep = torch.floor(lam_rows * n).long().clamp_(0, n)  # points kept from p1
 

@@ -275,7 +275,7 @@ class Trainer:
             inputs["A"] = batch.points
         if phase.name in ("im", "stage2", "joint"):
             im = input_mix(batch.points, batch.points[al.partner], al.lam, mc.input_variant,
-                           generator=self.local_generator)
+                           generator=self.local_generator, check=False)  # check_batch did
             encoder = "A" if phase.name == "im" else "B"
             inputs[encoder] = torch.cat([im.points, batch.points]) if mc.align_unmixed \
                 else im.points

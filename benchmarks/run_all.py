@@ -41,6 +41,7 @@ BENCHMARKS = (
     ("mixing", "benchmarks.mixing_overhead", True),
     ("feature_caching", "benchmarks.feature_caching", True),
     ("training", "benchmarks.training_throughput", True),
+    ("sparseconv", "benchmarks.sparseconv", True),
     ("step_profile", "benchmarks.step_profile", False),
     ("threading_env", "benchmarks.threading_env", False),
     ("candidates", "benchmarks.candidates", False),

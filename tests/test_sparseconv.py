@@ -267,3 +267,19 @@ def test_cli_trains_and_evaluates_mm_mixing_with_sparseconv_tiny(tmp_path):
     assert [h["phase"] for h in metrics["history"]] == ["stage1", "stage2"]
     # the saved run evaluates again from its checkpoint (weights-only load, same encoder)
     assert main(["eval", "--run", str(run)]) == 0
+
+
+@pytest.mark.slow
+def test_notebook_path_trains_and_shows_a_stage2_step_with_sparseconv_tiny(tmp_path):
+    # what the series does with BACKBONE = "sparseconv-tiny" (smoke sizes)
+    from mmmixlab import workbench
+    cfg = workbench.notebook_config(backbone="sparseconv-tiny", cache=str(tmp_path), smoke=True,
+                                    device="cpu")
+    world = workbench.get_world(cfg, progress=False)
+    run = workbench.get_run(cfg, "mm-mixing", progress=False)
+    assert run.metrics["config"]["train"]["encoder"] == "sparseconv-tiny"
+    assert set(run.encoders) == {"A", "B"}
+    step = workbench.one_step(run, world, phase="stage2")
+    assert torch.isfinite(torch.as_tensor(step["loss"])).all()  # notebook 04's step cell
+    feats = workbench.run_point_features(run, world)
+    assert all(torch.isfinite(f).all() for f in feats.values())

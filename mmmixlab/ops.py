@@ -25,6 +25,7 @@ open3d selects.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -437,6 +438,16 @@ class _SharedBatch:
 
 _helpers: ThreadPoolExecutor | None = None
 _helper_count = 0
+
+
+def _forget_helpers() -> None:
+    """In a forked child (DataLoader workers) the parent's helper threads do not exist: start
+    afresh on first use instead of queueing work for threads that will never run it."""
+    global _helpers, _helper_count
+    _helpers, _helper_count = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_helpers)
 
 
 def _fps_helpers() -> int:

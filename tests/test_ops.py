@@ -380,3 +380,15 @@ def test_fps_shared_batch_path(monkeypatch):
     shared.work(timed=True)
     out, status = shared.finish()
     assert status == 0 and torch.equal(torch.from_numpy(out), ref)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork-only (DataLoader workers on Linux)")
+def test_fps_in_a_forked_child_after_the_parent_started_its_helper_threads():
+    x = torch.rand(64, 2048, 3, generator=torch.Generator().manual_seed(0))
+    parent = farthest_point_sample(x, 512)  # big enough to share the batch with helpers
+    pid = os.fork()
+    if pid == 0:  # the parent's helper threads do not exist here
+        ok = torch.equal(farthest_point_sample(x, 512), parent)
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -283,3 +283,14 @@ def test_notebook_path_trains_and_shows_a_stage2_step_with_sparseconv_tiny(tmp_p
     assert torch.isfinite(torch.as_tensor(step["loss"])).all()  # notebook 04's step cell
     feats = workbench.run_point_features(run, world)
     assert all(torch.isfinite(f).all() for f in feats.values())
+
+
+def test_kernel_map_built_in_chunks_gives_the_same_convolution(monkeypatch):
+    import mmmixlab.encoders.sparse as sparse
+    x = random_sparse(seed=11)
+    conv = SparseConv3d(3, 4, 5, 1).double()
+    whole = conv(x.with_feats(x.feats)).feats
+    monkeypatch.setattr(sparse, "_QUERY_CHUNK", 50)  # a few offsets per chunk, centre inside one
+    chunked = conv(SparseTensor(x.coords, x.feats, 1, x.batch_size)).feats
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(whole, dense_reference(x, conv, conv(x))[0])

@@ -135,21 +135,21 @@ def _build_kernel_map(src: SparseTensor, out_coords: torch.Tensor, kernel_size: 
     offsets = kernel_offsets(kernel_size, device=out_coords.device) * src.stride
     index = src.index
     k, v = offsets.shape[0], out_coords.shape[0]
-    rows = torch.empty((k, v), dtype=torch.int64, device=out_coords.device)
-    step = max(1, _QUERY_CHUNK // max(v, 1))
+    identity = k // 2 if submanifold and kernel_size % 2 else -1  # offset (0, 0, 0)
+    inputs, outputs = [], []
+    step = max(1, _QUERY_CHUNK // max(v, 1))  # offsets per chunk: memory stays bounded
     for a in range(0, k, step):
         q = out_coords.unsqueeze(0).repeat(min(step, k - a), 1, 1)
         q[:, :, 1:] += offsets[a:a + step].unsqueeze(1)
-        rows[a:a + step] = index.find(q.reshape(-1, 4)).view(-1, v)
-    identity = -1
-    if submanifold and kernel_size % 2:
-        identity = k // 2  # offset (0, 0, 0): every voxel pairs with itself
-        rows[identity] = -1  # handled as a dense matmul, not as pairs
-    hit = rows >= 0
-    counts = hit.sum(dim=1).tolist()  # the one host sync of a map
-    which, out_rows = hit.nonzero(as_tuple=True)
-    in_rows = rows[which, out_rows]
-    return KernelMap(list(in_rows.split(counts)), list(out_rows.split(counts)), v, identity)
+        rows = index.find(q.reshape(-1, 4)).view(-1, v)
+        if a <= identity < a + step:
+            rows[identity - a] = -1  # every voxel pairs with itself: one dense matmul instead
+        hit = rows >= 0
+        counts = hit.sum(dim=1).tolist()  # the host sync of a chunk (one per map, usually)
+        which, out_rows = hit.nonzero(as_tuple=True)
+        inputs += rows[which, out_rows].split(counts)
+        outputs += out_rows.split(counts)
+    return KernelMap(inputs, outputs, v, identity)
 
 
 class _SparseConvolution(torch.autograd.Function):

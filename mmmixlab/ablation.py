@@ -122,13 +122,26 @@ def _same_result_config(a: dict, b: dict) -> bool:
     return not _config_diff(a, b, ignore=RESUME_MAY_CHANGE + ("cache_dir",))
 
 
-def _load_or_run(cfg: RunConfig, folder: Path, world, progress: bool) -> dict:
-    """A finished run of the same config in ``folder`` is loaded (e.g. one ``mmmixlab ablate``
-    computed for the notebook); anything else is trained."""
+def _same_frozen_encoders(done: dict, quality: dict) -> bool:
+    """The run was trained against the same frozen encoders (same features digest; runs
+    written before the digest existed are matched on their frozen encoders' exact accuracies)."""
+    theirs = done.get("frozen_encoders", {})
+    if "digest" in theirs:
+        return theirs["digest"] == quality["digest"]
+    return all(theirs.get(k) == quality[k] for k in ("caption_top1", "image_top1"))
+
+
+def _load_or_run(cfg: RunConfig, folder: Path, world, progress: bool,
+                 quality: dict | None = None) -> dict:
+    """A finished run of the same config and the same frozen encoders in ``folder`` is loaded
+    (e.g. one ``mmmixlab ablate`` computed for the notebook); anything else is trained (a run
+    against other frozen encoders, e.g. a cache rebuilt elsewhere, would not be paired)."""
     metrics_path = folder / "metrics.json"
+    quality = quality if quality is not None else frozen_encoder_quality(world)
     if metrics_path.exists():
         done = json.loads(metrics_path.read_text())
-        if _same_result_config(done.get("config", {}), cfg.to_dict()):
+        if (_same_result_config(done.get("config", {}), cfg.to_dict())
+                and _same_frozen_encoders(done, quality)):
             return done
     return run(cfg, folder, progress=progress, world=world)
 
@@ -158,6 +171,7 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
                              f"table")
     out_dir.mkdir(parents=True, exist_ok=True)
     world = prepare_world(base, progress=progress)
+    quality = frozen_encoder_quality(world)
     rows = plan_rows(variants, modality_sets)
     if announce:
         est = estimate_seconds(base, world, rows, seeds)
@@ -171,14 +185,15 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
             if mods is not None:
                 cfg = cfg.replace(**{"mix.modalities": mods})
             slug = label.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
-            metrics = _load_or_run(cfg, out_dir / f"{slug}-seed{seed}", world, progress)
+            metrics = _load_or_run(cfg, out_dir / f"{slug}-seed{seed}", world, progress,
+                                   quality)
             runs.append({"row": label, "seed": seed, "metrics": headline(metrics)})
             print(f"{label:24s} seed {seed}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in headline(metrics).items()), flush=True)
     summary, diffs = summarize_runs(runs, [r[0] for r in rows], seeds)
     result = {"runs": runs, "summary": summary, "diff_vs_baseline": diffs, "seeds": seeds,
               "protocol": protocol, "world": world.key,
-              "frozen_encoders": frozen_encoder_quality(world), "config": base.to_dict()}
+              "frozen_encoders": quality, "config": base.to_dict()}
     write_json(result, out_dir / "ablation.json")
     (out_dir / "ablation.md").write_text(ablation_markdown(result))
     return result

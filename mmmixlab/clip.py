@@ -147,10 +147,10 @@ def pretrain_tiny_clip(train_set, cfg: ClipConfig, seed: int = 0, device="cpu",
     from .losses import symmetric_info_nce
 
     images = np.asarray(train_set.images)
+    torch.manual_seed(seed)  # before the model: its initialization draws from the global RNG
     model, tokenizer = _tiny_model(cfg, image_size=images.shape[-2])
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     texts = [list(caps) for caps in train_set.captions]
     if cfg.tiny_prompt_share > 0 and train_set.class_names:
         # Category prompts are descriptions of the shape too; mixing them into the text pool

@@ -214,7 +214,19 @@ def frozen_encoder_quality(world: World) -> dict:
     f, labels = world.features[split], world.splits[split].labels
     out["caption_top1"] = zero_shot(f.text[:, 0], world.class_feats, labels)["top1"]
     out["image_top1"] = zero_shot(f.image[:, 0], world.class_feats, labels)["top1"]
+    out["digest"] = frozen_features_digest(world)
     return out
+
+
+def frozen_features_digest(world: World) -> str:
+    """sha1 of the frozen encoders' outputs on this world (class prompts and the test split's
+    image and text features): runs compared side by side must share it. The config alone does
+    not decide it: the frozen encoders live in a cache that may have been built elsewhere."""
+    split = "test" if "test" in world.splits else "train"
+    h = hashlib.sha1()
+    for t in (world.class_feats, world.features[split].image, world.features[split].text):
+        h.update(torch.as_tensor(t).detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,

@@ -100,3 +100,24 @@ def test_faithful_reading_is_one_switch_away():
     t = Trainer(toy_cfg("mm-mixing", **{"data.sampling": "fps"}), toy_batches(sampling="fps"),
                 embed_dim=16, progress=False)
     t.fit()  # stage 2 on FPS-resampled clouds, mixed terms only when configured so
+
+
+def test_a_finished_run_is_reused_only_against_the_same_frozen_encoders(tmp_path, monkeypatch):
+    import json as _json
+
+    from mmmixlab import ablation
+    from mmmixlab.config import preset as _preset
+    cfg = _preset("tiny")
+    quality = {"caption_top1": 0.9, "image_top1": 0.6, "digest": "abc"}
+    folder = tmp_path / "run"
+    folder.mkdir()
+    trained = []
+    monkeypatch.setattr(ablation, "run", lambda c, f, **kw: trained.append(f) or {"new": 1})
+    for theirs, reused in (({"digest": "abc"}, True), ({"digest": "xyz"}, False),
+                           ({"caption_top1": 0.9, "image_top1": 0.6}, True),   # before digests
+                           ({"caption_top1": 0.8, "image_top1": 0.6}, False)):
+        (folder / "metrics.json").write_text(_json.dumps(
+            {"config": cfg.to_dict(), "frozen_encoders": theirs, "old": 1}))
+        out = ablation._load_or_run(cfg, folder, world=None, progress=False, quality=quality)
+        assert ("old" in out) == reused, theirs
+    assert len(trained) == 2

@@ -83,3 +83,18 @@ def test_offline_download_names_what_to_fetch(monkeypatch):
     monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
     with pytest.raises(RuntimeError, match="ViT-B-32.*openai|fetch the weights"):
         load_frozen_clip(ClipConfig(model="ViT-B-32", pretrained="openai"))
+
+
+def test_tiny_clip_pretraining_depends_on_its_seed_only():
+    # the model is built after seeding: whatever drew from the global RNG before (world
+    # generation, other tests) must not change the frozen encoders a run is measured with
+    from mmmixlab.clip import pretrain_tiny_clip
+    cfg = ClipConfig(tiny_steps=2, tiny_batch_size=4)
+    weights = []
+    for before in (1, 2):
+        torch.manual_seed(before)
+        torch.rand(before * 7)
+        model, _ = pretrain_tiny_clip(triplets(n=6, captions=(("a red chair",), ("a cup",))),
+                                      cfg, seed=0, progress=False)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])

@@ -72,6 +72,14 @@ def _material(rng, options, weights=None):
     return mat, cname, _jitter(rng, rgb)
 
 
+def _legs_material(rng, mat, cname, rgb, same_share):
+    """Legs: the top's material a shade darker (with probability ``same_share``), otherwise
+    their own wood or metal."""
+    if rng.random() < same_share:
+        return mat, cname, _shade(rgb, 0.85)
+    return _material(rng, ["wood", "metal"])
+
+
 def _jitter(rng, rgb, amount=0.04):
     return tuple(np.clip(np.asarray(rgb) + rng.uniform(-amount, amount, 3), 0, 1).tolist())
 

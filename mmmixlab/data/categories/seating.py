@@ -10,6 +10,7 @@ from ..parts import (
     _attrs,
     _count,
     _legs4,
+    _legs_material,
     _material,
     _shade,
     _size_word,
@@ -21,8 +22,7 @@ from ..primitives import _rot_axis, box, ellipsoid, frustum, rod, torus
 def chair(rng):
     parts, phrases = [], []
     seat_mat, seat_c, seat_rgb = _material(rng, ["wood", "fabric", "plastic", "leather"])
-    leg_mat, leg_c, leg_rgb = (seat_mat, seat_c, _shade(seat_rgb, 0.85)) if rng.random() < 0.5 \
-        else _material(rng, ["wood", "metal"])
+    leg_mat, leg_c, leg_rgb = _legs_material(rng, seat_mat, seat_c, seat_rgb, 0.5)
     w, tw = _u(rng, 0.40, 0.56)
     d, _ = _u(rng, 0.40, 0.55)
     sh, th = _u(rng, 0.40, 0.50)
@@ -74,8 +74,7 @@ def chair(rng):
 def stool(rng):
     parts, phrases = [], []
     seat_mat, seat_c, seat_rgb = _material(rng, ["wood", "plastic", "leather", "metal"])
-    _, leg_c, leg_rgb = (seat_mat, seat_c, _shade(seat_rgb, 0.85)) if rng.random() < 0.5 \
-        else _material(rng, ["wood", "metal"])
+    _, leg_c, leg_rgb = _legs_material(rng, seat_mat, seat_c, seat_rgb, 0.5)
     h, th = _u(rng, 0.42, 0.80)
     r, tr = _u(rng, 0.14, 0.22)
     st = rng.uniform(0.03, 0.07)

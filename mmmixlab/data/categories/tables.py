@@ -11,6 +11,7 @@ from ..parts import (
     _attrs,
     _count,
     _legs4,
+    _legs_material,
     _material,
     _shade,
     _size_word,
@@ -47,8 +48,7 @@ def _table_top_and_legs(rng, parts, phrases, w, d, h, top_rgb, leg_rgb, round_ok
 def table(rng):
     parts, phrases = [], []
     mat, cname, rgb = _material(rng, ["wood", "metal", "plastic"], [0.65, 0.15, 0.2])
-    lmat, lc, lrgb = (mat, cname, _shade(rgb, 0.85)) if rng.random() < 0.6 \
-        else _material(rng, ["wood", "metal"])
+    lmat, lc, lrgb = _legs_material(rng, mat, cname, rgb, 0.6)
     coffee = rng.random() < 0.2
     h, th = _u(rng, 0.35, 0.5) if coffee else _u(rng, 0.70, 0.78)
     w, tw = _u(rng, 0.8, 1.8)
@@ -90,8 +90,7 @@ def _drawer_stack(parts, x, w, d, h, n, rgb, handle_rgb, y_front):
 def desk(rng):
     parts, phrases = [], []
     mat, cname, rgb = _material(rng, ["wood", "metal", "plastic"], [0.7, 0.1, 0.2])
-    lmat, lc, lrgb = (mat, cname, _shade(rgb, 0.85)) if rng.random() < 0.6 \
-        else _material(rng, ["wood", "metal"])
+    lmat, lc, lrgb = _legs_material(rng, mat, cname, rgb, 0.6)
     handle = MATERIALS["metal"][1][1][1]
     h, th = _u(rng, 0.71, 0.77)
     w, tw = _u(rng, 1.0, 1.7)

@@ -15,6 +15,7 @@ the lifetime peak from ``resource.getrusage`` is reported and marked as such.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -370,3 +371,17 @@ def standalone(name: str, run: Callable[..., dict], report: Callable[[dict], str
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence C-level stderr (the profiler's start/stop lines) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

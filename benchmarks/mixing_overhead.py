@@ -28,16 +28,14 @@ shared machine, its ``ops_ratio`` is not).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 
 import torch
 
 from mmmixlab.losses import stage2_loss
 from mmmixlab.mixing import feature_mix, input_mix
 
-from .common import guarded, interleaved, log, ratio, standalone, table
+from .common import guarded, interleaved, log, quiet_stderr, ratio, standalone, table
 from .workloads import autocast, enter_phase, make_workload, summarize_device, zero_grads
 
 
@@ -92,20 +90,6 @@ def _mixing_ops(trainer, batch):
             "feature_mix": feature_mixing}
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C-level stderr (the profiler's start/stop lines) for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def profile_input_mix(trainer, batch, calls: int = 10, top: int = 8) -> dict:
     """Where ``input_mix`` spends its time: torch profiler self time per op, per call."""
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # CUDA builds on CPU-only hosts log errors
@@ -117,7 +101,7 @@ def profile_input_mix(trainer, batch, calls: int = 10, top: int = 8) -> dict:
     p2 = batch.points[partner]
     for _ in range(2):
         input_mix(batch.points, p2, lam, mc.input_variant)
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(calls):
             input_mix(batch.points, p2, lam, mc.input_variant)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)

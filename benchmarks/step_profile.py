@@ -35,7 +35,6 @@ ops (self CPU time) is the second view.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -47,7 +46,7 @@ from mmmixlab.batches import TripletBatches
 from mmmixlab.config import FAITHFUL
 from mmmixlab.mixing import input_mix
 
-from .common import guarded, interleaved, log, ratio, standalone, table
+from .common import guarded, interleaved, log, quiet_stderr, ratio, standalone, table
 from .training_throughput import train_step
 from .workloads import enter_phase, make_workload, random_batches, summarize_device, zero_grads
 
@@ -75,20 +74,6 @@ ROWS = (
     ("patches", "  [within each encoder call] FPS + ball query, B clouds", False),
     ("sampling", "[before the step] make_batch: 2,048 -> 1,024 points", False),
 )
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C-level stderr (the profiler's start/stop lines) for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _pieces(tr, b, opts, sampler, device) -> dict:
@@ -185,7 +170,7 @@ def profile_stage2(tr, b, opts, top: int = 15) -> dict:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if tr.device.type == "cuda" else [])
     phase = enter_phase(tr, "stage2")
     train_step(tr, phase, b, *opts["stage2"])
-    with _quiet_stderr(), profile(activities=acts) as prof:
+    with quiet_stderr(), profile(activities=acts) as prof:
         train_step(tr, phase, b, *opts["stage2"])
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events) / 1e3

@@ -82,7 +82,7 @@ class CoordinateIndex:
     voxels means the clouds are not normalised or the voxel size is wrong).
     """
 
-    def __init__(self, coords: torch.Tensor):
+    def __init__(self, coords: torch.Tensor, sort: bool = True):
         xyz = coords[:, 1:]
         self.lo = xyz.min(dim=0).values
         self.hi = xyz.max(dim=0).values
@@ -93,8 +93,8 @@ class CoordinateIndex:
                              f"clouds, too many to index; normalise the clouds (unit sphere) "
                              f"or raise voxel_size")
         self.span = span
-        keys, self.order = self.pack(coords).sort()
-        self.keys = keys
+        if sort:  # sort=False: only the packing (for unique), no lookups
+            self.keys, self.order = self.pack(coords).sort()
 
     def pack(self, coords: torch.Tensor) -> torch.Tensor:
         rel = coords[:, 1:] - self.lo
@@ -197,11 +197,18 @@ def downsample_coords(coords: torch.Tensor, stride: int, return_inverse: bool = 
     with ``return_inverse`` also each input row's output row."""
     c = coords.clone()
     c[:, 1:] = torch.div(c[:, 1:], stride, rounding_mode="floor") * stride
-    index = CoordinateIndex(c)
-    keys, inverse = torch.unique(index.pack(c), return_inverse=True)
-    out = c.new_empty((keys.numel(), 4))
-    out.index_copy_(0, inverse, c)  # duplicates carry identical rows
+    out, inverse = unique_coords(c)
     return (out, inverse) if return_inverse else out
+
+
+def unique_coords(coords: torch.Tensor):
+    """The distinct rows of (V, 4) ``coords`` (sorted by packed key) and each row's index
+    among them."""
+    keys = CoordinateIndex(coords, sort=False).pack(coords)
+    packed, inverse = torch.unique(keys, return_inverse=True)
+    out = coords.new_empty((packed.numel(), 4))
+    out.index_copy_(0, inverse, coords)  # duplicates carry identical rows
+    return out, inverse
 
 
 def _pooling_kernel_map(src: SparseTensor, stride: int):
@@ -282,14 +289,15 @@ class SparseConv3d(nn.Module):
         return SparseTensor(out_coords, out, x.stride * self.stride, x.batch_size, out_cache)
 
 
-def voxelize(points: torch.Tensor, voxel_size: float, features: torch.Tensor | None = None
-             ) -> SparseTensor:
+def voxelize(points: torch.Tensor, voxel_size: float, features: torch.Tensor | None = None,
+             check_finite: bool = True) -> SparseTensor:
     """(B, N, 3+) clouds -> the stride-1 :class:`SparseTensor` of their occupied voxels.
 
     Voxel ``floor(xyz / voxel_size)``; a voxel's feature is the unweighted mean of the
     features of its points (default: the points' channels, xyz first). Raises ValueError for
     a voxel size <= 0, empty or non-finite clouds, and a cloud whose points all fall into one
     voxel (nothing for a convolution to see: the voxel size is too big for the cloud).
+    ``check_finite=False`` skips the NaN scan (a host sync on a GPU) for callers that checked.
     """
     if isinstance(voxel_size, bool) or not (isinstance(voxel_size, (int, float))
                                             and voxel_size > 0 and math.isfinite(voxel_size)):
@@ -299,7 +307,7 @@ def voxelize(points: torch.Tensor, voxel_size: float, features: torch.Tensor | N
     b, n, _ = points.shape
     if b == 0 or n == 0:
         raise ValueError(f"empty clouds: points have shape {tuple(points.shape)}")
-    if not torch.isfinite(points).all():
+    if check_finite and not torch.isfinite(points).all():  # callers that checked pass False
         raise ValueError("points contain NaN or infinite coordinates/features")
     feats = points if features is None else features
     if feats.shape[:2] != (b, n):
@@ -308,10 +316,8 @@ def voxelize(points: torch.Tensor, voxel_size: float, features: torch.Tensor | N
     grid = torch.floor(points[..., :3].detach().to(torch.float64) / voxel_size).long()
     batch = torch.arange(b, device=points.device).repeat_interleave(n)
     coords = torch.cat([batch.unsqueeze(1), grid.reshape(-1, 3)], dim=1)
-    index = CoordinateIndex(coords)
-    keys, inverse = torch.unique(index.pack(coords), return_inverse=True)
-    v = keys.numel()
-    vox_coords = coords.new_empty((v, 4)).index_copy_(0, inverse, coords)
+    vox_coords, inverse = unique_coords(coords)
+    v = vox_coords.shape[0]
     per_cloud = torch.bincount(vox_coords[:, 0], minlength=b)
     if bool((per_cloud < 2).any()):
         bad = (per_cloud < 2).nonzero().flatten().tolist()

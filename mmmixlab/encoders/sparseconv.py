@@ -165,7 +165,7 @@ class SparseConvEncoder(nn.Module):
         if self.training and self.mixes_batch and points.shape[0] < 2:
             raise ValueError("norm='batch' (OpenShape's BatchNorm) needs at least 2 clouds per "
                              "training batch, got 1; use a bigger batch or norm='layer'")
-        x = voxelize(points, self.config.voxel_size)
+        x = voxelize(points, self.config.voxel_size, check_finite=False)  # checked above
         fine = self.stem(x)
         out, scales = fine, []
         for stage in self.stages:

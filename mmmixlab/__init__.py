@@ -12,3 +12,11 @@ __version__ = "0.1.0"
 # (benchmarks/threading_env.py, benchmarks/step_profile.py).
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def load_encoder(run, device="cpu"):
+    """The 3D encoder of a run folder as an eval-mode ``torch.nn.Module`` (see
+    :func:`mmmixlab.pipeline.load_encoder`)."""
+    from .pipeline import load_encoder as _load_encoder
+
+    return _load_encoder(run, device=device)

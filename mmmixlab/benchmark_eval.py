@@ -15,7 +15,6 @@ the run's frozen text encoder with the prompt templates (ULIP's 64 for the bench
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,7 +402,8 @@ POINT_SUFFIXES = (".npy", ".npz")
 
 
 def read_point_file(path, up_axis: str = "y") -> np.ndarray:
-    """A user's point file -> (P, 6) xyz + rgb in the unit sphere, z up. ``.npy``: an (P, 3|6)
+    """A user's point file -> (P, 6) xyz + rgb in the unit sphere, z up (``up_axis``: y, z or
+    y-swap, see :data:`mmmixlab.data.meshes.UP_AXES`). ``.npy``: an (P, 3|6)
     array or an OpenShape-style dict with ``xyz`` (and ``rgb``); ``.npz``: the array under
     ``xyz``/``points``/``pc`` or the only one. rgb missing -> 0.4 grey."""
     from .data.meshes import finish_cloud
@@ -442,13 +442,17 @@ def read_point_file(path, up_axis: str = "y") -> np.ndarray:
         raise ValueError(f"{path}: rgb has shape {rgb.shape}, xyz {arr.shape}")
     rgb = rgb / 255.0 if rgb.max() > 1.0 else rgb
     return finish_cloud(arr, rgb, up_axis)[0]  # the mesh importer's axes and unit sphere
-
-
 def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top_k: int = 3,
-                   up_axis: str = "y", class_features=None, points: int = 4096) -> list[dict]:
+                   up_axis: str = "y", class_features=None, points: Optional[int] = None
+                   ) -> list[dict]:
     """Zero-shot labels for each file: ``[{"file", "labels": [(class, score), ...]}]`` or
     ``{"file", "error"}``. Scores are the softmax over the classes of the run's logit scale
-    times the cosine similarity (CLIP's probabilities)."""
+    times the cosine similarity (CLIP's probabilities).
+
+    Files are brought into the run's input convention: a y-up file is turned z-up the way the
+    weights were trained (``data.up_convention``: rotated, or OpenShape's column swap for
+    imported releases), centred and scaled to the unit sphere, rgb in [0, 1] or grey 0.4;
+    meshes are sampled at ``points`` (default: the run's ``data.num_points``)."""
     from .data import PROMPT_TEMPLATES
     from .data.meshes import SHAPE_EXTENSIONS as MESH_SUFFIXES
     from .data.meshes import sample_mesh
@@ -460,6 +464,9 @@ def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top
         raise ValueError(f"--classes has duplicate names: {classes}")
     if up_axis not in ("y", "z"):
         raise ValueError(f"up axis must be 'y' or 'z', got {up_axis!r}")
+    if up_axis == "y" and model.cfg.data.up_convention == "swap":
+        up_axis = "y-swap"
+    points = int(points or model.num_points)
     if class_features is not None:
         class_feats = load_class_features(class_features, classes, model.embed_dim, "--classes")
     else:
@@ -488,6 +495,3 @@ def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top
                                                   zip(top.values.tolist(), top.indices.tolist())]})
     return out
 
-
-def results_json(results: dict) -> str:
-    return json.dumps(results, indent=2, sort_keys=True)

@@ -17,7 +17,7 @@ from . import distributed as dist_utils
 from .config import RunConfig
 from .fileio import atomic_path
 
-__all__ = ["SAFETENSORS_NAME", "load_safetensors", "numpy_rng_from_tensors",
+__all__ = ["SAFETENSORS_NAME", "encoders_of_state", "load_safetensors", "numpy_rng_from_tensors",
            "numpy_rng_to_tensors", "read_run_state", "save_final", "save_safetensors"]
 
 
@@ -45,13 +45,15 @@ def save_final(result, cfg: RunConfig, path: os.PathLike) -> Optional[Path]:
     if not dist_utils.is_main_process():
         return None
     path = Path(path)
+    skip = set(getattr(result, "unsaved", ()))
+    encoders = {n: e for n, e in result.encoders.items() if n not in skip}
+    scales = {n: s for n, s in result.logit_scales.items() if n not in skip}
     with atomic_path(path) as tmp:
         torch.save({"config": cfg.to_dict(), "embed_dim": result.embed_dim,
-                    "encoders": {n: e.state_dict() for n, e in result.encoders.items()},
-                    "logit_scales": {n: s.state_dict() for n, s in result.logit_scales.items()},
+                    "encoders": {n: e.state_dict() for n, e in encoders.items()},
+                    "logit_scales": {n: s.state_dict() for n, s in scales.items()},
                     "history": result.history}, tmp)
-    save_safetensors(result.encoders, result.logit_scales, cfg, result.embed_dim,
-                     path.parent / SAFETENSORS_NAME)
+    save_safetensors(encoders, scales, cfg, result.embed_dim, path.parent / SAFETENSORS_NAME)
     return path
 
 
@@ -126,3 +128,36 @@ def read_run_state(path: os.PathLike) -> tuple[dict, Path]:
     if missing:
         raise ValueError(f"{path}: not a mmmixlab run file: lacks {missing}")
     return state, path
+
+
+def encoders_of_state(state: dict, path, names=None) -> tuple[RunConfig, dict]:
+    """(config, {name: encoder in eval mode on the CPU}) of a run state from
+    :func:`read_run_state`, each encoder built from the run's own config and loaded with
+    ``strict=True``; ``names`` restricts which. Errors name the file and what does not fit."""
+    from .encoders import create_point_encoder
+
+    try:
+        cfg = RunConfig.from_dict(state["config"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: its config does not fit this version: {err}") from err
+    if not state["encoders"] or not {"A", "B"} >= set(state["encoders"]):
+        raise ValueError(f"{path}: expected encoders 'A' (and 'B'), found "
+                         f"{sorted(state['encoders'])}")
+    encoders = {}
+    for name, sd in state["encoders"].items():
+        if names is not None and name not in names:
+            continue
+        enc = create_point_encoder(cfg.train.encoder, out_dim=state["embed_dim"],
+                                   in_channels=cfg.data.in_channels, **cfg.train.encoder_overrides)
+        try:
+            enc.load_state_dict(sd)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: encoder {name} does not match its config "
+                             f"({cfg.train.encoder}): {str(err)[:300]}") from err
+        encoders[name] = enc.eval()
+    return cfg, encoders
+
+
+def final_name(encoders) -> str:
+    """The encoder a run is judged by: the last one trained (B for two-encoder variants)."""
+    return "B" if "B" in encoders else "A"

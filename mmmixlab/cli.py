@@ -82,8 +82,11 @@ def _common(p, variant=True):
     p.add_argument("--epochs1", type=int, help="stage-1 epochs")
     p.add_argument("--epochs2", type=int, help="stage-2 epochs")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--encoder", help="pointbert-tiny, pointbert, pointnet, sparseconv-tiny or "
-                                      "sparseconv (OpenShape's MinkResNet34)")
+    p.add_argument("--encoder", help="openshape-pointbert (OpenShape's point-patch "
+                                      "transformer, the paper's backbone; released weights "
+                                      "load), openshape-pointbert-tiny, pointbert-tiny / "
+                                      "pointbert (this project's variant), pointnet, "
+                                      "sparseconv-tiny or sparseconv (OpenShape's MinkResNet34)")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override any config field, e.g. --set mix.beta=0.4 (repeatable)")
     p.add_argument("--faithful", action="store_true",

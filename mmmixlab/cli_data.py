@@ -7,6 +7,8 @@ Kept apart from :mod:`mmmixlab.cli` so the heavy training imports are not needed
                       [--dest DIR] [--extract] [--checksums FILE] [--revision REV]
     mmmixlab download eval [--dest DIR] [--extract]
     mmmixlab download run --subset USER/NAME --dest RUN   (then: mmmixlab eval --run RUN ...)
+    mmmixlab download checkpoint NAME|OWNER/REPO --out RUN   (a released model.pt, imported)
+    mmmixlab import-checkpoint FILE --out RUN [--name NAME] [--size SIZE] [--clip MODEL/TAG]
     mmmixlab import-meshes SRC OUT [--points N] [--views K] [--image-size S]
                       [--captions FILE] [--workers W] [--up y|z] [--seed S]
     mmmixlab pack SRC OUT [--num-points N] [--points-dtype float16|float32]
@@ -19,18 +21,26 @@ import argparse
 import json
 import os
 
-COMMANDS = ("download", "import-meshes", "pack")
+COMMANDS = ("download", "import-checkpoint", "import-meshes", "pack")
 
 
 def add_subcommands(sub) -> None:
     """Register the data subcommands on an ``argparse`` subparsers object."""
     p = sub.add_parser("download", help="fetch OpenShape's data or the eval sets "
                                         "(huggingface_hub; resumable, checksummed)")
-    p.add_argument("what", choices=("openshape", "eval", "run", "modelnet40", "scanobjectnn"),
+    p.add_argument("what", choices=("openshape", "eval", "run", "checkpoint", "modelnet40",
+                                    "scanobjectnn"),
                    help="openshape (training data, needs --subset), eval (OpenShape's "
                         "meta_data.zip: ModelNet40/ScanObjectNN test clouds, LVIS split), "
-                        "run (a shared run's safetensors encoders: --subset USER/NAME); "
-                        "modelnet40/scanobjectnn print where to fetch their releases by hand")
+                        "run (a shared run's safetensors encoders: --subset USER/NAME), "
+                        "checkpoint NAME (a released OpenShape / MM-Mixing model.pt, imported "
+                        "into the run folder --out); modelnet40/scanobjectnn print where to "
+                        "fetch their releases by hand")
+    p.add_argument("name", nargs="?", help="checkpoint: a release name (e.g. "
+                                           "openshape-pointbert-vitg14-rgb, "
+                                           "tripletmix-pointbert-all-objaverse) or OWNER/REPO")
+    p.add_argument("--out", help="checkpoint: the run folder to write")
+    p.add_argument("--size", help="checkpoint: OpenShape size where the tensors do not decide")
     p.add_argument("--subset", help="meta, shapenet, abo, 3d-future, objaverse, objaverse:A-B "
                                     "or all (comma-separated allowed); for run: the Hub model "
                                     "repo USER/NAME")
@@ -39,6 +49,18 @@ def add_subcommands(sub) -> None:
     p.add_argument("--checksums", help="JSON {file: sha256} or sha256sum file; takes precedence "
                                        "over the Hub's published sha256")
     p.add_argument("--revision", help="dataset revision (branch, tag or commit)")
+
+    p = sub.add_parser("import-checkpoint", help="a released checkpoint (OpenShape's or "
+                                                 "MM-Mixing's model.pt) -> a run folder")
+    p.add_argument("file", help="the checkpoint file (model.pt); read without running code")
+    p.add_argument("--out", required=True, help="the run folder to write")
+    p.add_argument("--name", help="the release it is (sets the frozen CLIP and the reported "
+                                  "numbers): " + ", ".join(_release_names()))
+    p.add_argument("--size", help="OpenShape's size (s1, s2, s3, g14, s5, s6, l14) where two "
+                                  "sizes have the same tensors")
+    p.add_argument("--clip", help="MODEL/TAG of the frozen CLIP the weights were aligned to "
+                                  "(default: from the release or the feature width)")
+    p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("import-meshes", help="turn a folder of meshes (OBJ+MTL, PLY, GLB/GLTF, "
                                              "OFF, STL) into a triplet dataset")
@@ -76,6 +98,22 @@ def dispatch(args: argparse.Namespace) -> int | None:
     command = getattr(args, "command", None)
     if command not in COMMANDS:
         return None
+    if command == "import-checkpoint":
+        from .released import import_checkpoint
+
+        out = import_checkpoint(args.file, args.out, name=args.name, size=args.size,
+                                clip=args.clip, overwrite=args.overwrite)
+        _print_imported(out)
+        return 0
+    if command == "download" and args.what == "checkpoint":
+        from .download import download_checkpoint
+
+        if not args.name or not args.out:
+            raise ValueError("download checkpoint needs NAME (a release or OWNER/REPO) and "
+                             "--out RUN")
+        out = download_checkpoint(args.name, args.out, revision=args.revision, size=args.size)
+        _print_imported(out)
+        return 0
     if command == "download":
         from .download import download, plan_files
 
@@ -104,3 +142,24 @@ def dispatch(args: argparse.Namespace) -> int | None:
                                                "dim", "text_entries_truncated",
                                                "shapes_without_text")}))
     return 0
+
+
+def _release_names() -> list:
+    from .released import RELEASES
+
+    return list(RELEASES)
+
+
+def _print_imported(out) -> None:
+    from .released import release_info
+
+    info = release_info(out)
+    reported = info["reported_zero_shot_top1"]
+    print(f"{out}: {info['architecture']} ({info['size'] or '-'}, {info['parameters']:,} "
+          f"parameters, {info['in_channels']} input channels, {info['out_dim']}-d features "
+          f"for {info['clip']['model']}/{info['clip']['pretrained']})")
+    if reported:
+        print("reported zero-shot top-1: " + ", ".join(f"{k} {v:.1f}"
+                                                       for k, v in reported.items()))
+    print(f"next: mmmixlab eval --run {out} --benchmark modelnet40=PATH  |  mmmixlab classify "
+          f"FILES --run {out} --classes a,b,c")

@@ -49,6 +49,10 @@ class DataConfig:
     augment: bool = True          # rotation about the up axis + scale jitter (OpenShape habit)
     sampling: str = "random"      # points per step: "random" subset (OpenShape) or "fps"
     rgb_dropout: float = 0.5      # P(rgb replaced by 0.4), so colourless scans stay in-domain
+    # How `classify` turns a user's y-up file to z-up: "rotate" (x, -z, y), this project's mesh
+    # importer, or "swap" (x, z, y), OpenShape's column swap (a mirror image), which imported
+    # OpenShape / MM-Mixing weights expect. Benchmarks and OpenShape's files always get the swap.
+    up_convention: str = "rotate"
 
 
 @dataclass
@@ -129,6 +133,9 @@ class TrainConfig:
     log_every: int = 1            # steps between log.jsonl lines (0 = epochs only)
     stage2_init: str = "scratch"  # "scratch": a new encoder, as the paper; "stage1": copy A
     stage1_checkpoint: Optional[str] = None  # mm-mixing: take A from this final.pt, run stage 2
+    # fine-tune: every encoder this run trains starts from this run's final encoder (a run
+    # folder, trained or made by `mmmixlab import-checkpoint`; same encoder and sizes)
+    init_from: Optional[str] = None
 
 
 @dataclass
@@ -146,6 +153,7 @@ class RunConfig:
         check_choice(self.train.stage2_init, ("scratch", "stage1"), "stage2_init")
         check_choice(self.train.budget, BUDGETS, "budget")
         check_choice(self.data.sampling, ("random", "fps"), "data.sampling")
+        check_choice(self.data.up_convention, ("rotate", "swap"), "data.up_convention")
         check_choice(self.mix.pairing, PAIRINGS, "pairing")
         check_choice(self.mix.input_variant, INPUT_MIX_VARIANTS, "input-mixing variant")
         if not self.mix.beta > 0:
@@ -238,18 +246,19 @@ def faithful(cfg: "RunConfig") -> "RunConfig":
 
 
 def preset(name: str = "tiny") -> RunConfig:
-    """``tiny``: minutes on a 2-core CPU with the embedded world. ``paper``: the paper-size
-    Point-BERT with OpenShape's recipe (batch 200, lr 5e-4, exponential decay, 10k points).
+    """``tiny``: minutes on a 2-core CPU with the embedded world. ``paper``: the paper's
+    backbone (OpenShape's point-patch transformer, ``openshape-pointbert``) with OpenShape's recipe (batch 200, lr 5e-4, exponential decay, 10k points).
     ``paper-faithful``: ``tiny`` with the paper's reading of the losses (:data:`FAITHFUL`)."""
     check_choice(name, PRESETS, "preset")
     if name == "tiny":
         return RunConfig().validate()
     if name == "paper-faithful":
         return faithful(RunConfig()).validate()
+    # the paper's backbone: OpenShape's point-patch transformer at the released G14 size
     return RunConfig(
-        data=DataConfig(num_points=10000, synth_points=10000),
+        data=DataConfig(num_points=10000, synth_points=10000, up_convention="swap"),
         clip=ClipConfig(model="ViT-bigG-14", pretrained="laion2b_s39b_b160k"),
-        train=TrainConfig(encoder="pointbert", epochs_stage1=100, epochs_stage2=100,
+        train=TrainConfig(encoder="openshape-pointbert", epochs_stage1=100, epochs_stage2=100,
                           batch_size=200, lr=5e-4, schedule="exponential", warmup_steps=0,
                           weight_decay=0.1, log_every=25),  # a log line reads the device
     ).validate()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -377,10 +376,36 @@ def download(what: str, subset: str | None = None, dest: str | Path = "data/open
     return paths
 
 
-def disk_usage_hint(dest: str | Path) -> str:
-    """Free space at ``dest`` (the full OpenShape set needs ~205 GB, twice that to unpack)."""
-    dest = Path(dest)
-    while not dest.exists() and dest != dest.parent:
-        dest = dest.parent
-    free = shutil.disk_usage(dest).free / 1e9
-    return f"{free:.0f} GB free at {dest}"
+def download_checkpoint(name: str, out, *, revision: str | None = None, token=None,
+                        size: str | None = None, overwrite: bool = False) -> Path:
+    """A released checkpoint (a name of :data:`mmmixlab.released.RELEASES`, or any Hub model
+    repo ``OWNER/REPO`` holding a ``model.pt``) fetched through ``huggingface_hub`` into its
+    cache, then imported into the run folder ``out`` (:func:`mmmixlab.released.import_checkpoint`).
+
+    Offline, or without ``huggingface_hub``: RuntimeError naming the repo, the file, its URL
+    and the ``mmmixlab import-checkpoint`` command to run after fetching it by hand.
+    """
+    from .released import import_checkpoint, release_of
+
+    repo, release_name, release = release_of(name)
+    filename = release.file if release else "model.pt"
+    url = _url(repo, filename, revision, "model")
+    by_hand = (f"Fetch {filename} of the Hugging Face model repo {repo} by hand on a connected "
+               f"machine:\n  {url}\nthen run:\n  mmmixlab import-checkpoint PATH/TO/{filename} "
+               f"--out {out}" + (f" --name {release_name}" if release_name else ""))
+    try:
+        import huggingface_hub
+    except ImportError as e:
+        raise RuntimeError(f"huggingface_hub is not installed (pip install huggingface_hub).\n"
+                           f"{by_hand}") from e
+    try:
+        local = huggingface_hub.hf_hub_download(repo, filename, repo_type="model",
+                                                revision=revision, token=token)
+    except Exception as e:
+        if _is_offline_error(e):
+            raise RuntimeError(f"cannot reach the Hugging Face Hub ({type(e).__name__}).\n"
+                               f"{by_hand}") from e
+        raise RuntimeError(f"download of {repo}/{filename} failed: {type(e).__name__}: {e}\n"
+                           f"{by_hand}") from e
+    return import_checkpoint(local, out, name=release_name, size=size, repo=repo,
+                             overwrite=overwrite)

@@ -606,13 +606,15 @@ def knn(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor
     return torch.cat(dists, 1), torch.cat(idxs, 1)
 
 
-def ball_query(query: torch.Tensor, points: torch.Tensor, radius: float, k: int) -> torch.Tensor:
+def ball_query(query: torch.Tensor, points: torch.Tensor, radius: float, k: int,
+               inclusive: bool = False) -> torch.Tensor:
     """Up to k neighbours within ``radius`` of each query, pointnet2 style; (B, M, k) indices.
 
     Semantics (those of the pointnet2 CUDA op, so Point-BERT/PointNet++ groupings carry over):
 
     * take the first k point indices, in index order, with squared distance < radius**2
-      (strict, as pointnet2 compares ``d2 < radius2``), not the k closest ones;
+      (strict, as pointnet2 compares ``d2 < radius2``; ``inclusive=True``: ``<=``, as
+      OpenShape's ``query_ball_point`` drops only ``d2 > radius**2``), not the k closest ones;
     * fewer than k found: the remaining slots repeat the first found index;
     * none found (a query that is not a cloud point, farther than ``radius`` from all of them):
       every slot holds the nearest point (pointnet2 would leave index 0, an arbitrary point).
@@ -627,7 +629,8 @@ def ball_query(query: torch.Tensor, points: torch.Tensor, radius: float, k: int)
     kk = min(k, n)
     out = []
     for _, d in _sq_dist_chunks(query, points):
-        first = _first_true(d < r * r, kk)  # found, in index order; n marks an empty slot
+        inside = d <= r * r if inclusive else d < r * r
+        first = _first_true(inside, kk)  # found, in index order; n marks an empty slot
         head = first[..., :1]
         head = torch.where(head < n, head, d.argmin(dim=-1, keepdim=True))
         idx = torch.where(first < n, first, head)

@@ -15,7 +15,7 @@ import torch
 
 from . import distributed as dist_utils
 from .batches import TripletBatches
-from .checkpoints import read_run_state, save_final
+from .checkpoints import encoders_of_state, final_name, read_run_state, save_final
 from .clip import FrozenCLIP, cached_features, load_frozen_clip, resolve_cache_dir
 from .config import RunConfig
 from .data import PROMPT_TEMPLATES, SynthConfig, build_world, display_name, load_triplets
@@ -275,33 +275,26 @@ def load_run(run_dir, device="cpu", with_extra: bool = False):
     ``with_extra``) from its folder's ``final.pt`` or ``encoders.safetensors``, or either
     file. Read with ``weights_only=True`` / safetensors: a crafted file cannot run code; a
     malformed one gets an error naming the file and what is wrong."""
-    from .encoders import create_point_encoder
-
     state, path = read_run_state(run_dir)
-    try:
-        cfg = RunConfig.from_dict(state["config"])
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: its config does not fit this version: {err}") from err
-    if not state["encoders"] or not {"A", "B"} >= set(state["encoders"]):
-        raise ValueError(f"{path}: expected encoders 'A' (and 'B'), found "
-                         f"{sorted(state['encoders'])}")
-    encoders = {}
-    for name, sd in state["encoders"].items():
-        enc = create_point_encoder(cfg.train.encoder, out_dim=state["embed_dim"],
-                                   in_channels=cfg.data.in_channels, **cfg.train.encoder_overrides)
-        try:
-            enc.load_state_dict(sd)
-        except RuntimeError as err:
-            raise ValueError(f"{path}: encoder {name} does not match its config "
-                             f"({cfg.train.encoder}): {str(err)[:300]}") from err
-        encoders[name] = enc.to(device).eval()
+    cfg, encoders = encoders_of_state(state, path)
+    encoders = {n: e.to(device) for n, e in encoders.items()}
     if not with_extra:
         return cfg, encoders
-    final = "B" if "B" in encoders else "A"  # the encoder final_encoder() picks
-    scale = state.get("logit_scales", {}).get(final, {}).get("log_scale")
+    scale = state.get("logit_scales", {}).get(final_name(encoders), {}).get("log_scale")
     extra = {"embed_dim": int(state["embed_dim"]),
              "logit_scale": float(scale.exp().clamp(max=100)) if scale is not None else 1 / 0.07}
     return cfg, encoders, extra
+
+
+def load_encoder(run, device="cpu") -> torch.nn.Module:
+    """The 3D encoder of any run folder (trained here, or made by ``mmmixlab import-checkpoint``
+    from a released checkpoint) as a ``torch.nn.Module`` in eval mode: ``(B, N, C)`` clouds
+    already in the run's input convention (``C = data.in_channels``: normalised xyz + rgb;
+    z up; see the run's ``config.json``) -> ``(B, D)`` features (not normalised)."""
+    state, path = read_run_state(run)
+    names = [final_name(state["encoders"])] if state.get("encoders") else None
+    _, encoders = encoders_of_state(state, path, names=names)
+    return next(iter(encoders.values())).to(device).eval()
 
 
 def summarize(metrics: dict) -> str:

@@ -28,6 +28,7 @@ where both partners have a caption; rows without one still serve as negatives.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -47,7 +48,13 @@ from . import distributed as dist_utils
 from . import objectives
 from . import progress as progress_out
 from .batches import Batch, TripletBatches, check_batch
-from .checkpoints import numpy_rng_from_tensors, numpy_rng_to_tensors, read_run_state
+from .checkpoints import (
+    encoders_of_state,
+    final_name,
+    numpy_rng_from_tensors,
+    numpy_rng_to_tensors,
+    read_run_state,
+)
 from .config import RunConfig
 from .device import autocast_dtype, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from .encoders import create_point_encoder
@@ -109,10 +116,15 @@ class TrainResult:
     seconds: float = 0.0
     embed_dim: int = 0
     unreadable: dict = field(default_factory=dict)  # streamed data: index -> {path, reason}
+    unsaved: tuple = ()              # encoders final.pt leaves out (a stage-1 A of another backbone)
 
     @property
     def final_encoder(self) -> nn.Module:
         return final_encoder(self.encoders)
+
+
+def _same_architecture(a: nn.Module, b: nn.Module) -> bool:
+    return type(a) is type(b) and dataclasses.asdict(a.config) == dataclasses.asdict(b.config)
 
 
 def final_encoder(encoders: dict) -> nn.Module:
@@ -164,8 +176,11 @@ class Trainer:
         names = sorted({n for p in self.phases for n in p.trains})
         self.encoders = {n: self._new_encoder() for n in names}
         self.logit_scales = {n: LogitScale(tc.init_temperature).to(self.device) for n in names}
+        self.unsaved: set = set()
         if tc.stage1_checkpoint:
             self._use_stage1_checkpoint(Path(tc.stage1_checkpoint))
+        if tc.init_from:
+            self._init_from(Path(tc.init_from))
         self.forward_modules = dict(self.encoders)
         if dist_utils.world_size() > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -179,31 +194,74 @@ class Trainer:
         self.history: list = []
         self.runlog = RunLog(self.out_dir, main=self.main, progress=self.progress)
 
-    def _use_stage1_checkpoint(self, path: Path) -> None:
-        """Take encoder A from a finished run's ``final.pt`` (or its folder) and run stage 2
-        only. The run folder records the file and its hash in ``stage1.json``; a resumed run
-        refuses a stage-1 file that changed since."""
-        if self.cfg.train.variant != "mm-mixing":
-            raise ValueError("train.stage1_checkpoint applies to the mm-mixing variant only")
-        try:
-            state, path = read_run_state(path)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"stage-1 checkpoint not found: {err}") from err
+    def _record_source(self, path: Path, record_name: str, what: str) -> str:
+        """sha1 of a file this run starts from, recorded in ``out_dir/record_name``; a resumed
+        run refuses a file that changed since it started."""
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
         if self.out_dir is not None and self.main:
-            record = self.out_dir / "stage1.json"
+            record = self.out_dir / record_name
             if record.exists():
                 before = json.loads(record.read_text())
                 if before.get("sha1") != digest:
-                    raise ValueError(f"refusing to continue: the stage-1 checkpoint {path} changed "
-                                     f"since this run started (recorded in {record})")
+                    raise ValueError(f"refusing to continue: the {what} {path} changed since "
+                                     f"this run started (recorded in {record})")
             self.out_dir.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps({"path": str(path.resolve()), "sha1": digest}))
+        return digest
+
+    def _read_source(self, path: Path, what: str):
+        """(config, encoder, file) of the judged encoder of a run folder or file."""
         try:
-            self.encoders["A"].load_state_dict(state["encoders"]["A"])
-        except Exception as err:
-            raise ValueError(f"{path} holds no stage-1 encoder matching this config: {err}") from err
+            state, file = read_run_state(path)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{what} not found: {err}") from err
+        if int(state["embed_dim"]) != self.embed_dim:
+            raise ValueError(f"{what} {file} outputs {state['embed_dim']}-d features, this run's "
+                             f"frozen features are {self.embed_dim}-d")
+        src_cfg, encs = encoders_of_state(state, file, names=[final_name(state["encoders"])]
+                                          if what != "stage-1 checkpoint" else ["A"])
+        if src_cfg.data.in_channels != self.cfg.data.in_channels:
+            raise ValueError(f"{what} {file} reads {src_cfg.data.in_channels}-channel clouds, "
+                             f"this run feeds {self.cfg.data.in_channels} (data.in_channels)")
+        return src_cfg, next(iter(encs.values())), file
+
+    def _use_stage1_checkpoint(self, path: Path) -> None:
+        """Take encoder A from a finished run (its folder, ``final.pt`` or
+        ``encoders.safetensors``; an imported release too) and run stage 2 only. A keeps the
+        architecture the file was made with (it only gives stage 2's point targets), so a
+        released OpenShape encoder can be the stage-1 model of a stage 2 of another backbone.
+        The run folder records the file and its hash in ``stage1.json``."""
+        if self.cfg.train.variant != "mm-mixing":
+            raise ValueError("train.stage1_checkpoint applies to the mm-mixing variant only")
+        try:
+            _, encoder, file = self._read_source(path, "stage-1 checkpoint")
+        except KeyError as err:
+            raise ValueError(f"{path} holds no stage-1 encoder A: {err}") from err
+        self._record_source(file, "stage1.json", "stage-1 checkpoint")
+        if not _same_architecture(self.encoders["A"], encoder):
+            # final.pt describes its encoders by this run's config: an A of another backbone
+            # is not written there (stage1.json names the file it came from)
+            self.unsaved.add("A")
+        self.encoders["A"] = encoder.to(self.device)
         self.phases = [p for p in self.phases if p.name == "stage2"]
+
+    def _init_from(self, path: Path) -> None:
+        """Fine-tuning: every encoder this run trains starts from the judged encoder of the run
+        at ``path`` (same encoder and sizes; recorded in ``init.json``)."""
+        src_cfg, encoder, file = self._read_source(path, "train.init_from")
+        trains = {n for p in self.phases for n in p.trains}
+        for name in sorted(trains):
+            mine = self.encoders[name]
+            if not _same_architecture(mine, encoder):
+                raise ValueError(
+                    f"train.init_from {file}: it holds {src_cfg.train.encoder} with "
+                    f"{json.dumps(src_cfg.train.encoder_overrides, sort_keys=True)}, this run "
+                    f"trains {self.cfg.train.encoder} with "
+                    f"{json.dumps(self.cfg.train.encoder_overrides, sort_keys=True)}: set "
+                    f"--encoder {src_cfg.train.encoder} --set train.encoder_overrides='"
+                    f"{json.dumps(src_cfg.train.encoder_overrides, sort_keys=True)}'")
+            mine.load_state_dict(encoder.state_dict())
+        self._record_source(file, "init.json", "train.init_from run")
 
     def _new_encoder(self) -> nn.Module:
         tc = self.cfg.train
@@ -480,7 +538,8 @@ class Trainer:
             enc.eval()
         seconds = time.perf_counter() - start
         return TrainResult(self.encoders, self.logit_scales, self.history, seconds,
-                           self.embed_dim, dict(getattr(self.batches, "bad", {})))
+                           self.embed_dim, dict(getattr(self.batches, "bad", {})),
+                           tuple(sorted(self.unsaved)))
 
     def _run_epoch(self, phase, phase_idx, epoch, order, skip, opt, sched, global_step,
                    on_epoch, partial=None):

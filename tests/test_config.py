@@ -8,7 +8,7 @@ from mmmixlab.config import RunConfig, preset
 def test_presets_and_roundtrip():
     tiny = preset("tiny")
     paper = preset("paper")
-    assert tiny.train.encoder == "pointbert-tiny" and paper.train.encoder == "pointbert"
+    assert tiny.train.encoder == "pointbert-tiny" and paper.train.encoder == "openshape-pointbert"
     assert paper.train.batch_size == 200 and paper.data.num_points == 10000
     again = RunConfig.from_dict(json.loads(tiny.to_json()))
     assert again == tiny

@@ -11,7 +11,10 @@ SMALL = {"pointbert": {"num_groups": 16, "group_size": 16, "depth": 1},
          "pointnet": {},
          "sparseconv": {"layers": (1, 1, 1, 1), "planes": (8, 8, 16, 16), "stem_kernel": 3,
                         "embedding_channels": 16, "head_hidden": 16, "voxel_size": 0.1},
-         "sparseconv-tiny": {}}
+         "sparseconv-tiny": {},
+         "openshape-pointbert": {"num_patches": 16, "patch_points": 16, "depth": 1,
+                                 "width": 64, "heads": 1, "dim_head": 32, "mlp_dim": 64},
+         "openshape-pointbert-tiny": {"num_patches": 16, "patch_points": 16}}
 
 
 def _clouds(b, n, c, seed=0):

@@ -67,6 +67,10 @@ MESH_EXTENSIONS = (".obj", ".ply", ".glb", ".gltf", ".off", ".stl")
 POINT_EXTENSIONS = (".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
 SHAPE_EXTENSIONS = MESH_EXTENSIONS + POINT_EXTENSIONS
 DEFAULT_GREY = 0.4
+# How a file's up axis becomes z: "y" rotates (x, y, z) -> (x, -z, y); "y-swap" swaps the y and
+# z columns as OpenShape's loaders do (a mirror image; released OpenShape weights expect it);
+# "z" keeps the file's axes.
+UP_AXES = ("y", "z", "y-swap")
 _GENERIC = {"model", "models", "mesh", "meshes", "model_normalized", "scene", "object",
             "untitled", "export", "textured", "texture", "obj", "geometry", "source", "raw",
             "file", "files", "data", "default", "final", "output", "out", "3d"}
@@ -294,8 +298,8 @@ def sample_mesh(path, num_points: int = 2048, seed: int = 0, up_axis: str = "y"
     import trimesh
 
     path = Path(path)
-    if up_axis not in ("y", "z"):
-        raise ValueError(f"up_axis must be 'y' or 'z', got {up_axis!r}")
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
     warn: list[str] = []
     if path.suffix.lower() == ".obj":
         warn.extend(_mtl_warnings(path))
@@ -457,6 +461,8 @@ def finish_cloud(xyz, rgb, up_axis: str, warn: list = ()) -> tuple[np.ndarray, l
     xyz = np.asarray(xyz, dtype=np.float64)
     if up_axis == "y":  # +y up, +z front  ->  +z up, -y front
         xyz = np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], axis=1)
+    elif up_axis == "y-swap":  # OpenShape's column swap (a mirror image): what its weights saw
+        xyz = xyz[:, [0, 2, 1]]
     if not np.isfinite(xyz).all() or np.ptp(xyz, axis=0).max() == 0.0:
         raise MeshError("sampled points all coincide (zero extent)"
                         if np.isfinite(xyz).all() else "points hold NaN or inf")

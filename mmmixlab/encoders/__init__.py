@@ -1,8 +1,8 @@
 """Point-cloud encoders and the factory the trainers use.
 
 ``create_point_encoder(name, out_dim, in_channels=6, **overrides)`` builds one of
-``ENCODER_NAMES``; overrides are config field names (``PointBERTConfig``, ``PointNetConfig``,
-``SparseConvConfig``)
+``ENCODER_NAMES``; overrides are config field names (``OpenShapePointBERTConfig``,
+``PointBERTConfig``, ``PointNetConfig``, ``SparseConvConfig``)
 and an unknown one raises ValueError listing the valid ones. Every encoder maps
 (B, N, in_channels) clouds to (B, out_dim) features, takes no device at construction and
 works after ``.to(device)``.
@@ -14,6 +14,8 @@ from torch import nn
 
 from ..checks import check_choice
 from .common import build_config, count_parameters
+from .openshape_pointbert import TINY as OPENSHAPE_TINY
+from .openshape_pointbert import OpenShapePointBERT, OpenShapePointBERTConfig
 from .pointbert import TINY, PointBERT, PointBERTConfig
 from .pointnet import PointNet, PointNetConfig
 from .sparseconv import TINY as SPARSECONV_TINY
@@ -21,6 +23,8 @@ from .sparseconv import SparseConvConfig, SparseConvEncoder
 
 __all__ = [
     "ENCODER_NAMES",
+    "OpenShapePointBERT",
+    "OpenShapePointBERTConfig",
     "PointBERT",
     "PointBERTConfig",
     "PointNet",
@@ -33,6 +37,10 @@ __all__ = [
 
 # name -> (config class, model class, preset values applied before the user's overrides)
 _REGISTRY = {
+    # OpenShape's point-patch transformer, the paper's backbone (released checkpoints load)
+    "openshape-pointbert": (OpenShapePointBERTConfig, OpenShapePointBERT, {}),
+    "openshape-pointbert-tiny": (OpenShapePointBERTConfig, OpenShapePointBERT, OPENSHAPE_TINY),
+    # this project's variant (LayerNorm tokenizer, positions at every block, CLS+max head)
     "pointbert": (PointBERTConfig, PointBERT, {}),
     "pointbert-tiny": (PointBERTConfig, PointBERT, TINY),
     "pointnet": (PointNetConfig, PointNet, {}),

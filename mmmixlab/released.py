@@ -124,6 +124,9 @@ def read_checkpoint_file(path) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
+        if "global" not in text.lower():  # a corrupt pickle, not a refused one
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint (corrupt pickle: "
+                             f"{text.splitlines()[0][:200]})") from err
         found = (re.search(r"GLOBAL ([\w.]+)", text)
                  or re.search(r"[Uu]nsupported global:?\s+([\w.]+)", text))
         name = found.group(1) if found else "a global outside plain data"

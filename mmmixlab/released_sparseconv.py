@@ -81,8 +81,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["OPENSHAPE_VOXEL_SIZE", "convert_minkowski_state_dict", "minkowski_kernel_to_weight",
-           "openshape_key_map", "weight_to_minkowski_kernel"]
+__all__ = ["OPENSHAPE_VOXEL_SIZE", "convert_minkowski_state_dict", "looks_like_minkowski",
+           "minkowski_kernel_to_weight", "openshape_key_map", "weight_to_minkowski_kernel"]
 
 # OpenShape's MinkResNet34 (src/models/Minkowski.py, src/configs/train.yaml).
 OPENSHAPE_VOXEL_SIZE = 0.02
@@ -181,6 +181,27 @@ def openshape_key_map(in_channels: int = 6, out_dim: int = 1280) -> list:
     return rows
 
 
+_TOP_LEVEL = {"conv0p1s1", "bn0", *_DOWN_CONVS, "bn1", "bn2", "bn3", "bn4", "block1", "block2",
+              "block3", "block4", "conv5", "final"}
+
+
+def _strip_ddp(state_dict: dict) -> tuple[dict, bool]:
+    if state_dict and all(isinstance(k, str) and k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}, True
+    return state_dict, False
+
+
+def looks_like_minkowski(state_dict: dict) -> bool:
+    """Whether ``state_dict`` (DDP ``module.`` prefix or not) is meant as OpenShape's
+    MinkResNet34: it has ME convolution kernels (``<name>.kernel``) under MinkResNet34's
+    top-level names. :func:`convert_minkowski_state_dict` then checks it tensor by tensor."""
+    if not isinstance(state_dict, dict):
+        return False
+    sd, _ = _strip_ddp(state_dict)
+    return any(isinstance(k, str) and k.endswith(".kernel") and k.split(".", 1)[0] in _TOP_LEVEL
+               for k in sd)
+
+
 def _infer_size(state_dict: dict, key: str, dim: int, axis: int, default: int) -> int:
     t = state_dict.get(key)
     if isinstance(t, torch.Tensor) and t.dim() == dim:
@@ -198,15 +219,12 @@ def convert_minkowski_state_dict(state_dict: dict, in_channels: int | None = Non
     releases). Raises ValueError naming the first missing, mis-shaped (with both shapes) or
     unexpected key. ``info``: ``in_channels``, ``out_dim``, ``voxel_size`` (OpenShape's 0.02,
     also :class:`SparseConvConfig`'s default), ``encoder_kwargs`` for
-    ``create_point_encoder("sparseconv", **encoder_kwargs)``, ``num_tensors`` and
-    ``stripped_prefix``.
+    ``create_point_encoder("sparseconv", **encoder_kwargs)``, ``encoder_overrides`` (the same
+    without ``out_dim`` / ``in_channels``), ``num_tensors`` and ``stripped_prefix``.
     """
     if not isinstance(state_dict, dict) or not state_dict:
         raise ValueError("state_dict must be a non-empty dict of tensors")
-    stripped = False
-    if all(isinstance(k, str) and k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
-        stripped = True
+    state_dict, stripped = _strip_ddp(state_dict)
     if in_channels is None:
         in_channels = _infer_size(state_dict, "conv0p1s1.kernel", 3, 1, 6)
     if out_dim is None:
@@ -219,7 +237,7 @@ def convert_minkowski_state_dict(state_dict: dict, in_channels: int | None = Non
                              f"MinkResNet34 state dict")
         t = state_dict[me_key]
         if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{me_key!r} is a {type(t).__name__}, not a tensor")
+            raise ValueError(f"{me_key!r} is a {type(t).__name__}, not a tensor")  # noqa: TRY004
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{me_key!r} has shape {tuple(t.shape)}, expected {tuple(shape)} "
                              f"(OpenShape MinkResNet34 at in_channels={in_channels}, "
@@ -237,5 +255,6 @@ def convert_minkowski_state_dict(state_dict: dict, in_channels: int | None = Non
     info = {"in_channels": in_channels, "out_dim": out_dim, "voxel_size": OPENSHAPE_VOXEL_SIZE,
             "encoder_kwargs": {"out_dim": out_dim, "in_channels": in_channels,
                                "voxel_size": OPENSHAPE_VOXEL_SIZE},
+            "encoder_overrides": {"voxel_size": OPENSHAPE_VOXEL_SIZE},
             "num_tensors": len(out), "stripped_prefix": stripped}
     return out, info

@@ -19,6 +19,7 @@ from mmmixlab.encoders import create_point_encoder
 from mmmixlab.encoders.sparse import SparseConv3d, SparseTensor
 from mmmixlab.released_sparseconv import (
     convert_minkowski_state_dict,
+    looks_like_minkowski,
     minkowski_kernel_to_weight,
     weight_to_minkowski_kernel,
 )
@@ -287,6 +288,16 @@ def test_ddp_prefix_is_stripped():
     converted, info = convert_minkowski_state_dict(sd)
     assert info["stripped_prefix"]
     create_point_encoder("sparseconv", **info["encoder_kwargs"]).load_state_dict(converted)
+
+
+def test_looks_like_minkowski():
+    sd = random_openshape_state_dict(5)
+    assert looks_like_minkowski(sd)
+    assert looks_like_minkowski({f"module.{k}": v for k, v in sd.items()})
+    model = create_point_encoder("sparseconv", out_dim=1280, in_channels=6)
+    assert not looks_like_minkowski(model.state_dict())
+    assert not looks_like_minkowski({"ppat.cls_token": torch.zeros(1, 1, 8)})
+    assert not looks_like_minkowski([])
 
 
 def test_sizes_are_inferred():

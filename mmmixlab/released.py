@@ -251,20 +251,22 @@ class Recognised:
     info: dict = field(default_factory=dict)
 
 
-def recognise(obj: dict, where: str = "checkpoint", size: Optional[str] = None) -> Recognised:
+def recognise(obj: dict, where: str = "checkpoint", size: Optional[str] = None,
+              hint: Optional[str] = None) -> Recognised:
     """The network of a loaded checkpoint, from its tensor names and shapes.
 
     OpenShape's point-patch transformer: the widths come from the shapes; the geometry that no
     tensor holds (patches, radius, points per patch) from the one released size
     (:data:`mmmixlab.encoders.openshape_pointbert.SIZES`) with those widths, or from ``size``
-    where two sizes share them (OpenShape's ``s3`` and the ViT-L/14 release). Anything else
+    where two sizes share them (OpenShape's ``s3`` and the ViT-L/14 release; ``hint``, a known
+    release's size, settles that too). Anything else
     raises ValueError naming the first differing tensors and the sizes tried.
     """
     from .encoders.openshape_pointbert import SIZES
 
     sd, layout = _state_dict_of(obj, where)
     if any(k.startswith("ppat.") for k in sd):
-        return _recognise_pointbert(sd, layout, where, size)
+        return _recognise_pointbert(sd, layout, where, size, hint)
     try:
         from . import released_sparseconv
     except ImportError:  # pragma: no cover - the module ships with the package
@@ -286,7 +288,8 @@ def _size_names(sizes) -> list:
     return [n for n in sizes if n != "s4"]  # s4 is g14's alias
 
 
-def _recognise_pointbert(sd: dict, layout: str, where: str, size: Optional[str]) -> Recognised:
+def _recognise_pointbert(sd: dict, layout: str, where: str, size: Optional[str],
+                         hint: Optional[str] = None) -> Recognised:
     from .encoders.openshape_pointbert import SIZES
 
     widths = _pointbert_widths(sd, where)
@@ -318,7 +321,8 @@ def _recognise_pointbert(sd: dict, layout: str, where: str, size: Optional[str])
                          f"{', '.join(tried)}; closest {best[0]}: {best[2]}")
     if len(matches) > 1:
         # the same tensors, another geometry: OpenShape's demo layout is the ViT-L/14 release
-        hint = "l14" if layout.startswith("openshape-demo") and "l14" in matches else None
+        if hint not in matches:
+            hint = "l14" if layout.startswith("openshape-demo") and "l14" in matches else None
         if hint is None:
             raise ValueError(f"{where}: its tensors fit OpenShape's sizes {matches} alike (they "
                              f"differ in patches / radius / points per patch, which no tensor "
@@ -371,7 +375,7 @@ def import_checkpoint(file, out, *, name: Optional[str] = None, size: Optional[s
     from .encoders.openshape_pointbert import SIZES
 
     hint = release.size if release is not None and release.size in SIZES else None
-    rec = recognise(obj, str(file), size or hint)
+    rec = recognise(obj, str(file), size, hint=hint)
     if release is not None and release.architecture != rec.architecture:
         raise ValueError(f"{file}: holds a {rec.architecture} network, but {name} is a "
                          f"{release.architecture} release")

@@ -380,3 +380,83 @@ def test_width_mismatch_with_class_features_is_an_error(g14_release, tmp_path):
     small = _class_feature_file(tmp_path, MODELNET40_CLASSES, dim=32)
     assert main(["eval", "--run", str(g14_release["run"]), "--benchmark", f"modelnet40={mn}",
                  "--class-features", f"modelnet40={small}"]) == 2
+
+
+# ------------------------------------------------------------------ fine-tuning and stage 1
+
+TINY = {"width": 128, "depth": 2, "heads": 2, "mlp": 256, "sa": (32, 32, 64), "patches": 64,
+        "radius": 0.2, "k": 32, "in_dim": 6, "out": 16}
+
+
+@pytest.fixture()
+def tiny_release(tmp_path):
+    sd = write_release(tmp_path / "model.pt", TINY, seed=2)
+    return sd, import_checkpoint(tmp_path / "model.pt", tmp_path / "imported",
+                                 clip="synth-tiny")
+
+
+def test_init_from_an_imported_run(tiny_release, tmp_path):
+    from mmmixlab.train import Trainer
+    from tests.helpers.toy import toy_batches, toy_cfg
+
+    sd, run = tiny_release
+    cfg = toy_cfg("baseline", **{"train.encoder": "openshape-pointbert-tiny",
+                                 "train.init_from": str(run)})
+    trainer = Trainer(cfg, toy_batches(d=16), embed_dim=16, out_dir=tmp_path / "ft",
+                      progress=False)
+    start = trainer.encoders["A"].state_dict()
+    assert all(torch.equal(start[k.removeprefix("module.")], v) for k, v in sd.items())
+    assert json.loads((tmp_path / "ft" / "init.json").read_text())["sha1"]
+    trainer.fit()
+    moved = trainer.encoders["A"].state_dict()["proj.weight"]
+    assert not torch.equal(moved, sd["module.proj.weight"])  # it trained from there
+    with pytest.raises(ValueError, match=r"--encoder openshape-pointbert"):
+        Trainer(toy_cfg("baseline", **{"train.init_from": str(run)}), toy_batches(d=16),
+                embed_dim=16, progress=False)  # pointnet cannot start from it
+    with pytest.raises(ValueError, match="16-d features"):
+        Trainer(cfg, toy_batches(d=8), embed_dim=8, progress=False)
+
+
+def test_imported_release_as_stage1_of_another_backbone(tiny_release, tmp_path):
+    from mmmixlab import pipeline
+    from mmmixlab.checkpoints import save_final
+    from mmmixlab.train import Trainer
+    from tests.helpers.toy import toy_batches, toy_cfg
+
+    sd, run = tiny_release
+    cfg = toy_cfg("mm-mixing", **{"train.stage1_checkpoint": str(run)})  # B: pointnet
+    trainer = Trainer(cfg, toy_batches(d=16), embed_dim=16, out_dir=tmp_path / "s2",
+                      progress=False)
+    assert [p.name for p in trainer.phases] == ["stage2"]
+    result = trainer.fit()
+    a = result.encoders["A"].state_dict()
+    assert all(torch.equal(a[k.removeprefix("module.")], v) for k, v in sd.items())  # frozen
+    save_final(result, cfg, tmp_path / "s2" / "final.pt")
+    _, encoders = pipeline.load_run(tmp_path / "s2")
+    assert set(encoders) == {"B"}  # A is the imported file, named in stage1.json
+    assert json.loads((tmp_path / "s2" / "stage1.json").read_text())["path"].endswith(
+        "encoders.safetensors")
+
+
+def test_sparseconv_release_imports(tmp_path):
+    from mmmixlab.encoders import create_point_encoder
+    from mmmixlab.released_sparseconv import convert_minkowski_state_dict
+    from tests.test_released_sparseconv import random_openshape_state_dict
+
+    sd = random_openshape_state_dict(seed=1)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3},
+               tmp_path / "model.pt")
+    run = import_checkpoint(tmp_path / "model.pt", tmp_path / "run",
+                            name="openshape-spconv-all")
+    info = json.loads((run / "released.json").read_text())
+    assert info["architecture"] == "sparseconv" and info["out_dim"] == 1280
+    converted, meta = convert_minkowski_state_dict(sd)
+    direct = create_point_encoder("sparseconv", out_dim=1280, in_channels=6,
+                                  **meta["encoder_overrides"])
+    direct.load_state_dict(converted)
+    x = torch.from_numpy(clouds(1, 2000, seed=6))
+    with torch.no_grad():
+        assert torch.equal(load_encoder(run)(x), direct.eval()(x))
+    with pytest.raises(ValueError, match="sparseconv network, but openshape-pointbert-vitg14"):
+        import_checkpoint(tmp_path / "model.pt", tmp_path / "run2",
+                          name="openshape-pointbert-vitg14-rgb")

@@ -546,3 +546,87 @@ def one_step(run: Run, world: pipeline.World, phase: str = "stage1", rows: int =
             "features": {"mixed": mixed, "plain": feats[rows:] if phase != "stage1" else feats,
                          "target": target},
             "loss": float(loss)}
+
+
+# ---------------------------------------------------------------------------------- released
+def released_runs(released: dict | None, device: str = "cpu") -> dict:
+    """The notebooks' ``RELEASED`` parameter (``{"OpenShape": "runs/openshape-pointbert",
+    "MM-Mixing": "runs/tripletmix-pointbert"}``: run folders made by ``mmmixlab download
+    checkpoint`` / ``import-checkpoint``, or trained ones) as ``{label: Run}``, usable wherever
+    the notebooks take runs (:func:`benchmark_evals`). ``metrics["released"]`` holds the
+    folder's ``released.json`` (source, size, the authors' reported numbers)."""
+    from .released import release_info
+
+    out = {}
+    for label, folder in (released or {}).items():
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"RELEASED[{label!r}] = {folder!r}: no such run folder (make "
+                                    f"it with `mmmixlab download checkpoint NAME --out {folder}` "
+                                    f"or `mmmixlab import-checkpoint model.pt --out {folder}`)")
+        cfg, encoders = pipeline.load_run(path, device=device)
+        out[label] = Run(path, cfg, {"released": release_info(path) or {}}, encoders)
+    return out
+
+
+def released_table(evals: dict, runs: dict):
+    """:func:`benchmark_table` of released runs with the zero-shot top-1 their authors report
+    for each checkpoint (``reported top1``, %) and our measurement minus it."""
+    table = benchmark_table(evals)
+    reported = []
+    for label, run_name in table.index:
+        bench = next(iter(evals[label].values())).metrics["benchmark"]
+        info = runs[run_name].metrics.get("released", {})
+        reported.append(info.get("reported_zero_shot_top1", {}).get(bench, float("nan")))
+    table.insert(1, "reported top1", reported)
+    table.insert(2, "measured - reported", (table["top1"] - table["reported top1"]).round(1))
+    return table
+
+
+def benchmark_hard_samples(evals_by_run: dict, limit: int = 8) -> dict:
+    """Figure 3 on a benchmark: shapes the first run gets wrong and the last gets right, as the
+    arguments of :func:`mmmixlab.viz.hard_sample_gallery`."""
+    names = list(evals_by_run)
+    first = evals_by_run[names[0]]
+    preds = {n: (r.point_feats @ r.class_feats.t()).argmax(1).numpy()
+             for n, r in evals_by_run.items()}
+    idx = hard_samples(first.labels, preds[names[0]], preds[names[-1]], first.class_names,
+                       limit=limit)
+    return {"points": first.dataset.points, "indices": idx, "labels": first.labels,
+            "preds": preds, "class_names": first.class_names}
+
+
+def mix_feature_agreement(encoders: dict, cloud_a, cloud_b, lams=(0.1, 0.3, 0.5, 0.7, 0.9),
+                          variant: str = "knn", seed: int = 0):
+    """How each encoder sees a mixed cloud: cosine between the feature of the mix,
+    ``E(mix(P_a, P_b, lam))``, and the mix of the features, ``lam E(P_a) + (1 - lam) E(P_b)``
+    (normalised), per lam; with the cosines of the mix's feature to each parent. The mixed
+    cloud is input-mixed (PointCutMix, ``variant``) at the exact ratio ``lam_x``."""
+    import pandas as pd
+    import torch.nn.functional as F
+
+    from .mixing import input_mix
+
+    a = torch.as_tensor(np.asarray(cloud_a, dtype=np.float32))[None]
+    b = torch.as_tensor(np.asarray(cloud_b, dtype=np.float32))[None]
+    rows = {}
+    for name, enc in encoders.items():
+        enc = enc.eval()
+        c = enc.in_channels
+        device = next(enc.parameters()).device
+        with torch.no_grad():
+            fa, fb = (F.normalize(enc(x[..., :c].to(device)).float().cpu(), dim=-1)
+                      for x in (a, b))
+            for lam in lams:
+                g = torch.Generator().manual_seed(seed)
+                mixed = input_mix(a, b, torch.tensor([float(lam)]), variant, generator=g)
+                lx = float(mixed.lam[0])
+                fm = F.normalize(enc(mixed.points[..., :c].to(device)).float().cpu(), dim=-1)
+                mix_of = F.normalize(lx * fa + (1 - lx) * fb, dim=-1)
+                rows[(name, round(lx, 3))] = {
+                    "cos(E(mix), mix of E)": float((fm * mix_of).sum()),
+                    "cos(E(mix), E(A))": float((fm * fa).sum()),
+                    "cos(E(mix), E(B))": float((fm * fb).sum())}
+    table = pd.DataFrame.from_dict(rows, orient="index").round(3)
+    table.index.names = ["encoder", "lam_x"]
+    return table

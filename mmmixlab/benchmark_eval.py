@@ -106,8 +106,8 @@ def load_class_features(path, class_names: Sequence[str], dim: Optional[int] = N
                              f"classes of {what}, e.g. {missing[:5]}; the file names "
                              f"{sorted(obj)[:8]}{' ...' if len(obj) > 8 else ''}")
         try:
-            feats = np.stack([np.asarray(table[_canon(c)], dtype=np.float32).reshape(-1)
-                              for c in class_names])
+            feats = np.stack([np.asarray(_feature_of(table[_canon(c)], path, c),
+                                         dtype=np.float32).reshape(-1) for c in class_names])
         except ValueError as e:
             raise ValueError(f"{path}: class features of different widths ({e})") from e
     else:
@@ -132,6 +132,20 @@ def load_class_features(path, class_names: Sequence[str], dim: Optional[int] = N
     if not np.isfinite(feats).all():
         raise ValueError(f"{path}: class features hold NaN or inf")
     return F.normalize(torch.from_numpy(feats), dim=-1)
+
+
+def _feature_of(value, path, name):
+    """A class's feature from a {name: value} file: the array itself, or OpenShape's
+    ModelNet40 form ``{name: {"open_clip_text_feat": (1, D)}}`` (its loader reads that key)."""
+    if isinstance(value, dict):
+        if "open_clip_text_feat" in value:
+            return value["open_clip_text_feat"]
+        arrays = [v for v in value.values() if np.asarray(v).dtype != object]
+        if len(arrays) != 1:
+            raise ValueError(f"{path}: the entry of {name!r} is a dict with keys "
+                             f"{sorted(value)[:6]}; expected a feature or 'open_clip_text_feat'")
+        return arrays[0]
+    return value
 
 
 # ---------------------------------------------------------------------------------- the run

@@ -460,3 +460,21 @@ def test_sparseconv_release_imports(tmp_path):
     with pytest.raises(ValueError, match="sparseconv network, but openshape-pointbert-vitg14"):
         import_checkpoint(tmp_path / "model.pt", tmp_path / "run2",
                           name="openshape-pointbert-vitg14-rgb")
+
+
+def test_openshape_nested_class_feature_dict(tmp_path):
+    """OpenShape's ModelNet40 loader reads ``{category: {"open_clip_text_feat": (1, D)}}``."""
+    from mmmixlab.benchmark_eval import load_class_features
+
+    rng = np.random.default_rng(0)
+    names = ["chair", "flower_pot", "table"]
+    raw = {c: rng.normal(size=(1, 8)).astype(np.float32) for c in names}
+    np.save(tmp_path / "cf.npy", {c: {"open_clip_text_feat": v} for c, v in raw.items()},
+            allow_pickle=True)
+    got = load_class_features(tmp_path / "cf.npy", ["table", "flower pot", "chair"], 8)
+    want = np.stack([raw[c][0] for c in ("table", "flower_pot", "chair")])
+    np.testing.assert_allclose(got.numpy(), want / np.linalg.norm(want, axis=1, keepdims=True),
+                               rtol=1e-6)
+    np.save(tmp_path / "bad.npy", {c: {"a": 1, "b": 2} for c in names}, allow_pickle=True)
+    with pytest.raises(ValueError, match="open_clip_text_feat"):
+        load_class_features(tmp_path / "bad.npy", names, 8)

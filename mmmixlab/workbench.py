@@ -82,6 +82,8 @@ def notebook_config(data_root: str | None = None, clip: str = "synth-tiny",
         updates.update(SMOKE_OVERRIDES)
         if backbone.startswith("pointbert"):
             updates["train.encoder_overrides"] = {"num_groups": 16, "group_size": 16}
+        elif backbone.startswith("openshape-pointbert"):  # smoke clouds have 256 points
+            updates["train.encoder_overrides"] = {"num_patches": 16, "patch_points": 16}
     return preset("tiny").replace(**updates).validate()
 
 

@@ -478,3 +478,24 @@ def test_openshape_nested_class_feature_dict(tmp_path):
     np.save(tmp_path / "bad.npy", {c: {"a": 1, "b": 2} for c in names}, allow_pickle=True)
     with pytest.raises(ValueError, match="open_clip_text_feat"):
         load_class_features(tmp_path / "bad.npy", names, 8)
+
+
+@pytest.mark.slow
+def test_openshape_pointbert_tiny_through_the_cli_and_the_notebook_path(tmp_path):
+    from mmmixlab import workbench
+    from tests.test_pipeline import SMALL
+
+    run = tmp_path / "run"
+    assert main(["train", "--variant", "mm-mixing", "--encoder", "openshape-pointbert-tiny",
+                 "--out", str(run), "--cache", str(tmp_path / "cache")] + SMALL) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [h["phase"] for h in metrics["history"]] == ["stage1", "stage2"]
+    assert main(["eval", "--run", str(run)]) == 0
+    # what the series does with BACKBONE = "openshape-pointbert-tiny" (smoke sizes)
+    cfg = workbench.notebook_config(backbone="openshape-pointbert-tiny", cache=str(tmp_path),
+                                    smoke=True, device="cpu")
+    world = workbench.get_world(cfg, progress=False)
+    r = workbench.get_run(cfg, "mm-mixing", progress=False)
+    step = workbench.one_step(r, world, phase="stage2")
+    assert torch.isfinite(torch.as_tensor(step["loss"])).all()
+    assert all(torch.isfinite(f).all() for f in workbench.run_point_features(r, world).values())

@@ -1,4 +1,14 @@
-"""Point-BERT style point-patch transformer, the 3D backbone OpenShape and MM-Mixing train.
+"""This project's point-patch transformer (``pointbert``, ``pointbert-tiny``): a variant of the
+Point-BERT-style backbone OpenShape and MM-Mixing train, not that network. The paper's own
+network, whose released checkpoints load, is ``openshape-pointbert``
+(:mod:`mmmixlab.encoders.openshape_pointbert`).
+
+Why it differs: its tokenizer uses LayerNorm, not OpenShape's BatchNorm, so a cloud's feature
+never depends on the other clouds of its batch (gradient caching and the multi-rank tests
+rely on that, and contrastive training can otherwise read batch statistics); it re-adds a
+learned position of the patch centres at every block and pools ``concat(CLS, max)`` where
+OpenShape feeds the centres once and keeps the CLS token. The tiny world's tables were
+measured with it.
 
 Pipeline: farthest point sampling picks ``num_groups`` patch centres; each centre gathers
 ``group_size`` neighbours (ball query, radius 0.2, or kNN); a mini-PointNet turns each patch,

@@ -53,9 +53,9 @@ def _no_mix_step(trainer, batch):
 
     def step():
         with autocast(trainer):
-            f = trainer._encode("B", batch.points)
+            f = trainer.encode("B", batch.points)
             with torch.no_grad():
-                target_p = trainer._encode("A", batch.points)
+                target_p = trainer.encode("A", batch.points)
             loss = stage2_loss(f, target_p, batch.image, batch.text, trainer.logit_scales["B"](),
                                mc.modalities, batch.text_valid)
         loss.backward()
@@ -67,15 +67,15 @@ def _mixing_ops(trainer, batch):
     """The mixing code of a stage-2 step, piece by piece, outside any step."""
     mc = trainer.cfg.mix
     b = batch.points.shape[0]
-    partner, lam = trainer._mixing(b)
+    partner, lam = trainer.draw_mixing(b)
     with torch.no_grad():
-        target_p = trainer._encode("A", batch.points)
+        target_p = trainer.encode("A", batch.points)
     lam_exact = input_mix(batch.points, batch.points[partner], lam, mc.input_variant).lam
 
     generator = getattr(trainer, "local_generator", trainer.generator)
 
     def pair_and_lambda():
-        trainer._mixing(b)
+        trainer.draw_mixing(b)
 
     def input_mixing():
         input_mix(batch.points, batch.points[partner], lam, mc.input_variant,
@@ -97,7 +97,7 @@ def profile_input_mix(trainer, batch, calls: int = 10, top: int = 8) -> dict:
 
     mc = trainer.cfg.mix
     b = batch.points.shape[0]
-    partner, lam = trainer._mixing(b)
+    partner, lam = trainer.draw_mixing(b)
     p2 = batch.points[partner]
     for _ in range(2):
         input_mix(batch.points, p2, lam, mc.input_variant)

@@ -11,13 +11,13 @@ Both full steps (``benchmarks.training_throughput.train_step``: zero_grad, loss,
 clip, AdamW, schedule) and each public piece of the stage-2 step are timed alternately in one
 process on the same trainer and batch, so load from other jobs hits them alike:
 
-* ``mixing``: ``Trainer._mixing`` (pairs, Beta ratios) + ``mixing.input_mix`` (kNN variant)
-  + the concatenation of mixed and unmixed clouds, as ``Trainer.prepare_step`` does (and,
+* ``mixing``: ``Trainer.draw_mixing`` (pairs, Beta ratios) + ``mixing.input_mix`` (kNN variant)
+  + the concatenation of mixed and unmixed clouds, as ``Stage2.plan`` does (and,
   apart, the same with ``input_mix(check=False)``: no NaN/inf scans of the clouds);
-* ``B mixed`` / ``B unmixed``: ``Trainer._encode("B", .)`` forward + backward (a fixed
+* ``B mixed`` / ``B unmixed``: ``Trainer.encode("B", .)`` forward + backward (a fixed
   feature gradient) on the B mixed / B unmixed clouds; ``B all`` the 2B clouds in one pass,
   which is how the step runs them (and what the sum of parts uses);
-* ``A targets``: ``Trainer._encode("A", batch.points)`` under ``no_grad``;
+* ``A targets``: ``Trainer.encode("A", batch.points)`` under ``no_grad``;
 * ``patches``: the encoder's FPS + ball query alone (``PointBERT.patches``, ``no_grad``) on B
   clouds, a part of every encoder row above (once per cloud per encoder call);
 * ``loss``: ``objectives.stage2_objective`` forward + backward on detached features;
@@ -82,8 +82,11 @@ def _pieces(tr, b, opts, sampler, device) -> dict:
     mc = tr.cfg.mix
     n = b.points.shape[0]
     phase2 = enter_phase(tr, "stage2")
-    inputs, al, target_p = tr.prepare_step(phase2, b)   # one fixed draw for the pieces
-    x_all = inputs["B"]
+    plan = phase2.plan(b, tr)   # one fixed draw for the pieces
+    al = plan.alignment
+    with torch.no_grad():
+        target_p = phase2.point_target(plan, {}, tr)
+    x_all = plan.inputs["B"]
     x_mixed, x_plain = x_all[:n], x_all[n:] if mc.align_unmixed else b.points
     g = torch.Generator(device="cpu").manual_seed(1)
     grad_feats = torch.randn(x_all.shape[0], tr.embed_dim, generator=g).to(device)
@@ -99,7 +102,7 @@ def _pieces(tr, b, opts, sampler, device) -> dict:
 
     def mixing(check=True):
         def fn():
-            partner, lam = tr._mixing(n)
+            partner, lam = tr.draw_mixing(n)
             im = input_mix(b.points, b.points[partner], lam, mc.input_variant,
                            generator=tr.local_generator, check=check)
             return torch.cat([im.points, b.points]) if mc.align_unmixed else im.points
@@ -107,15 +110,15 @@ def _pieces(tr, b, opts, sampler, device) -> dict:
 
     def encode_b(x, gf):
         def fn():
-            tr._encode("B", x).backward(gf)
+            tr.encode("B", x).backward(gf)
         return fn
 
     def a_targets():
         with torch.no_grad():
-            return tr._encode("A", b.points)
+            return tr.encode("A", b.points)
 
     with torch.no_grad():
-        feats_b = tr._encode("B", x_all)
+        feats_b = tr.encode("B", x_all)
 
     def loss():
         leaf = feats_b.detach().requires_grad_(True)

@@ -61,18 +61,10 @@ from .encoders import create_point_encoder
 from .fileio import atomic_path
 from .losses import LogitScale
 from .mixing import input_mix, pair_indices, sample_lambda
-from .objectives import Alignment
+from .objectives import Baseline, FeatureMixing, InputMixing, Joint, Phase, Stage2, StepContext
 from .runlog import RunLog
-from .runlog import epoch_line as epoch_line  # re-exported: it lived here
 
 CHECKPOINT_NAME = "last.pt"
-
-
-@dataclass
-class Phase:
-    name: str            # "baseline" | "stage1" | "im" | "stage2" | "joint"
-    epochs: int
-    trains: tuple        # names of the encoders this phase updates
 
 
 # Learned embeddings that are not weights of a layer: no weight decay (as BERT/ViT/Point-BERT)
@@ -99,13 +91,13 @@ def plan_phases(variant: str, epochs1: int, epochs2: int, budget: str = "per-sta
     total = epochs1 + epochs2
     one = epochs1 if budget == "per-stage" else total
     return {
-        "baseline": [Phase("baseline", one, ("A",))],
-        "baseline-2x": [Phase("baseline", 2 * one if budget == "total" else total, ("A",))],
-        "fm": [Phase("stage1", one, ("A",))],
-        "im": [Phase("im", one, ("A",))],
-        "mm-mixing": [Phase("stage1", epochs1, ("A",)), Phase("stage2", epochs2, ("B",))],
-        "one-stage": [Phase("joint", total, ("A", "B"))],
-    }[variant]
+        "baseline": lambda: [Baseline(one)],
+        "baseline-2x": lambda: [Baseline(2 * one if budget == "total" else total)],
+        "fm": lambda: [FeatureMixing(one)],
+        "im": lambda: [InputMixing(one)],
+        "mm-mixing": lambda: [FeatureMixing(epochs1), Stage2(epochs2)],
+        "one-stage": lambda: [Joint(total)],
+    }[variant]()
 
 
 @dataclass
@@ -132,8 +124,9 @@ def final_encoder(encoders: dict) -> nn.Module:
     return encoders["B"] if "B" in encoders else encoders["A"]
 
 
-class Trainer:
-    """Runs the phases of a variant.
+class Trainer(StepContext):
+    """Runs the phases of a variant (:mod:`mmmixlab.objectives`' phase objects: what each step
+    feeds the encoders and its loss); here: optimisation, schedules, checkpoints, the loop.
 
     Checkpoints (``out_dir/checkpoints/last.pt``, written atomically) after each epoch and every
     ``checkpoint_every`` steps hold the encoders, optimizer, scheduler, AMP scaler, logit scales,
@@ -243,7 +236,7 @@ class Trainer:
             # is not written there (stage1.json names the file it came from)
             self.unsaved.add("A")
         self.encoders["A"] = encoder.to(self.device)
-        self.phases = [p for p in self.phases if p.name == "stage2"]
+        self.phases = [p for p in self.phases if isinstance(p, Stage2)]
 
     def _init_from(self, path: Path) -> None:
         """Fine-tuning: every encoder this run trains starts from the judged encoder of the run
@@ -298,15 +291,23 @@ class Trainer:
 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
-    # -- losses -------------------------------------------------------------------------------
-    def _encode(self, name: str, points: torch.Tensor) -> torch.Tensor:
+    # -- what a phase asks of its trainer (objectives.StepContext) ----------------------------
+    @property
+    def mix(self):
+        return self.cfg.mix
+
+    def gather(self, x):
+        return dist_utils.gather(x)
+
+    def encode(self, name: str, points: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype is not None):
             feats = self.forward_modules[name](points)
         feats = feats.float()
         return F.normalize(feats, dim=-1) if self.cfg.mix.normalize_before_mix else feats
 
-    def _mixing(self, b: int):
+
+    def draw_mixing(self, b: int):
         mc, g = self.cfg.mix, self.local_generator
         partner = pair_indices(b, mc.pairing, generator=g)
         lam = sample_lambda(mc.beta, b, generator=g)
@@ -314,71 +315,22 @@ class Trainer:
             lam = torch.ones(b)  # this batch is left unmixed
         return partner.to(self.device), lam.to(self.device)
 
-    def prepare_step(self, phase: Phase, batch: Batch):
-        """One step's inputs before any loss: ``(inputs, alignment, target_p)``: the clouds each
-        trained encoder sees (``{"A"|"B": (B or 2B, N, C)}``, mixed rows first), the
-        :class:`~mmmixlab.objectives.Alignment` (targets and mixing draw) and, in stage 2, the
-        frozen stage-1 encoder's features of the unmixed clouds (m^P before mixing)."""
-        mc = self.cfg.mix
-        # check=False: the loop checks each batch once on the CPU (check_batch); a NaN/inf scan
-        # per loss term would be a host sync on an accelerator, up to 12 per stage-2 step
-        al = Alignment(batch.image, batch.text, batch.text_valid,
-                       align_unmixed=mc.align_unmixed, gather=dist_utils.gather, check=False)
-        if phase.name == "baseline":
-            return {"A": batch.points}, al, None
-        al.partner, al.lam = self._mixing(batch.points.shape[0])
-        al.lam_x = al.lam
-        inputs, target_p = {}, None
-        if phase.name in ("stage1", "joint"):
-            inputs["A"] = batch.points
-        if phase.name in ("im", "stage2", "joint"):
-            im = input_mix(batch.points, batch.points[al.partner], al.lam, mc.input_variant,
-                           generator=self.local_generator, check=False)  # check_batch did
-            encoder = "A" if phase.name == "im" else "B"
-            inputs[encoder] = torch.cat([im.points, batch.points]) if mc.align_unmixed \
-                else im.points
-            al.lam_x = im.lam
-            if phase.name == "stage2":
-                with torch.no_grad():
-                    target_p = self._encode("A", batch.points)
-        return inputs, al, target_p
+    def input_mix(self, p1, p2, lam):
+        return input_mix(p1, p2, lam, self.cfg.mix.input_variant,
+                         generator=self.local_generator, check=False)  # check_batch did
 
+    # -- losses -------------------------------------------------------------------------------
     def _plan(self, phase: Phase, batch: Batch):
         """The inputs each trained encoder sees in this step, and the loss as a function of
-        their features. Split this way so gradient caching can run the encoders in chunks.
+        their features (the phase's :meth:`~mmmixlab.objectives.Phase.loss`). Split this way
+        so gradient caching can run the encoders in chunks.
 
         Pairs are formed within each rank's batch (mixing needs no cross-rank exchange of
         clouds); the mixed features are then gathered so every loss is over the global batch.
         """
-        mc = self.cfg.mix
-        b = batch.points.shape[0]
-        inputs, al, target_p = self.prepare_step(phase, batch)
+        plan = phase.plan(batch, self)
         scales = {n: s() for n, s in self.logit_scales.items()}
-
-        if phase.name == "baseline":
-            def baseline_loss(f):
-                loss = objectives.baseline_objective(f["A"], al, scales["A"], mc.modalities)
-                return loss, {"loss": loss}
-            return inputs, baseline_loss
-
-        def step_loss(f):
-            terms = {}
-            if phase.name in ("stage1", "joint"):
-                terms["loss_stage1"] = objectives.stage1_objective(f["A"], al, scales["A"],
-                                                                   mc.modalities)
-            if phase.name == "im":
-                fa = f["A"]
-                terms["loss_im"] = objectives.input_mixing_objective(
-                    fa[:b], fa[b:], al, scales["A"], mc.modalities)
-            if phase.name in ("stage2", "joint"):
-                fb = f["B"]
-                tp = f["A"].detach() if phase.name == "joint" else target_p
-                terms["loss_stage2"] = objectives.stage2_objective(
-                    fb[:b], fb[b:], tp, al, scales["B"], mc.modalities)
-            loss = sum(terms.values())
-            return loss, {"loss": loss, **terms}
-
-        return inputs, step_loss
+        return plan.inputs, lambda feats: phase.loss(plan, feats, scales, self)
 
     def compute_loss(self, phase_name: str, batch: Batch) -> tuple[torch.Tensor, dict]:
         """The loss of one batch in the named phase (no backward, no optimizer step); for
@@ -388,7 +340,7 @@ class Trainer:
             raise ValueError(f"variant {self.cfg.train.variant!r} has no phase {phase_name!r}; "
                              f"it has {[p.name for p in self.phases]}")
         inputs, step_loss = self._plan(phase, batch.to(self.device))
-        return step_loss({n: self._encode(n, x) for n, x in inputs.items()})
+        return step_loss({n: self.encode(n, x) for n, x in inputs.items()})
 
     def _forward_backward(self, phase: Phase, batch: Batch):
         """Loss and gradients of one step; with ``grad_cache_chunk`` > 0 the encoders run in
@@ -398,11 +350,11 @@ class Trainer:
         inputs, step_loss = self._plan(phase, batch)
         chunk = self.cfg.train.grad_cache_chunk
         if not chunk:
-            loss, terms = step_loss({n: self._encode(n, x) for n, x in inputs.items()})
+            loss, terms = step_loss({n: self.encode(n, x) for n, x in inputs.items()})
             self.scaler.scale(loss).backward()
             return loss, terms
         with torch.no_grad():
-            cached = {n: torch.cat([self._encode(n, c) for c in x.split(chunk)])
+            cached = {n: torch.cat([self.encode(n, c) for c in x.split(chunk)])
                       for n, x in inputs.items()}
         leaves = {n: f.detach().requires_grad_(True) for n, f in cached.items()}
         loss, terms = step_loss(leaves)
@@ -415,7 +367,7 @@ class Trainer:
                 sync = i == len(pieces) - 1 or not hasattr(module, "no_sync")
                 ctx = contextlib.nullcontext() if sync else module.no_sync()
                 with ctx:
-                    self._encode(n, c).backward(g)
+                    self.encode(n, c).backward(g)
         return loss, terms
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -522,7 +474,7 @@ class Trainer:
                     first_epoch, skip = state["epoch"], state["step_in_epoch"]
                     partial = state.get("partial_epoch")
                 fresh = first_epoch == 0 and skip == 0
-                if phase.name == "stage2" and fresh and tc.stage2_init == "stage1":
+                if phase.copies_stage1_init and fresh and tc.stage2_init == "stage1":
                     self.encoders["B"].load_state_dict(self.encoders["A"].state_dict())
                 for epoch in range(first_epoch, phase.epochs):
                     order = state["order"] if (state and skip) else self.batches.epoch_order(
@@ -594,7 +546,7 @@ class Trainer:
             seconds += dt
             for k, v in terms.items():
                 sums[k] = sums[k] + v.detach().double() if k in sums else v.detach().double()
-            scale = self.logit_scales[phase.trains[-1]]
+            scale = self.logit_scales[phase.evaluated]
             done = global_step + step - skip
             logging_now = tc.log_every and done % tc.log_every == 0
             saving_now = tc.checkpoint_every and done % tc.checkpoint_every == 0 \
@@ -617,7 +569,7 @@ class Trainer:
         sums = {k: float(v) for k, v in sums.items()}
         n = len(self.batches)
         record = {"phase": phase.name, "epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
-                  "temperature": self.logit_scales[phase.trains[-1]].temperature,
+                  "temperature": self.logit_scales[phase.evaluated].temperature,
                   "lr": sched.get_last_lr()[0], "seconds": seconds,
                   "data_seconds": data_seconds}
         if skipped:
@@ -627,8 +579,8 @@ class Trainer:
         last_epoch = epoch + 1 == phase.epochs
         if self.evaluate is not None and self.main and tc.eval_every and (
                 (epoch + 1) % tc.eval_every == 0 or last_epoch):
-            record.update(self.evaluate(self.encoders[phase.trains[-1]]))
-            self.encoders[phase.trains[-1]].train()
+            record.update(self.evaluate(self.encoders[phase.evaluated]))
+            self.encoders[phase.evaluated].train()
         self.history.append(record)
         done = global_step + len(self.batches) - skip
         self.runlog.epoch(done, record, phase.epochs)

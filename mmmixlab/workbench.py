@@ -508,14 +508,16 @@ def benchmark_retrieval_rows(evals_by_run: dict, num_queries: int = 4, k: int = 
 # ---------------------------------------------------------------------------------- one step
 def one_step(run: Run, world: pipeline.World, phase: str = "stage1", rows: int = 8,
              seed: int = 0) -> dict:
-    """What one training step of ``phase`` computes, with the run's trained encoders: the
-    batch's pairs and mixing ratios (``pairs``, a table), the encoder features the objective
-    receives (``features``: ``mixed``/``plain`` rows, the stage-2 target ``target``), its
-    :class:`~mmmixlab.objectives.Alignment` (``alignment``) and the logit ``scale``, ready for
-    ``objectives.stage1_objective`` / ``objectives.stage2_objective``; plus ``loss``, the
-    trainer's own loss of the same step for comparison."""
+    """What one training step of ``phase`` computes, with the run's trained encoders (in eval
+    mode), through the trainer's own phase object (:mod:`mmmixlab.objectives`): the batch's
+    pairs and ratios (``pairs``; ``lam_x`` only where points are mixed), the features the loss
+    aligns (``features``: ``mixed`` / ``plain`` rows of the judged encoder, and the stage-2
+    point ``target``), the :class:`~mmmixlab.objectives.Alignment` (``alignment``), the logit
+    ``scale``, the phase's ``terms`` and ``loss``; and ``trainer_loss``, the trainer's
+    ``compute_loss`` of the same batch and draw (equal, bit for bit on CPU)."""
     import pandas as pd
 
+    from .objectives import Stage2
     from .train import Trainer
 
     cfg = run.cfg.replace(**{"train.device": "cpu"})
@@ -526,28 +528,33 @@ def one_step(run: Run, world: pipeline.World, phase: str = "stage1", rows: int =
         enc.eval()  # no dropout: the features shown are the ones the loss below uses
     step = next((p for p in trainer.phases if p.name == phase), None)
     if step is None:
-        raise ValueError(f"run {run.path.name} has no phase {phase!r}")
+        raise ValueError(f"run {run.path.name} has no phase {phase!r}; it has "
+                         f"{[p.name for p in trainer.phases]}")
     g = torch.Generator().manual_seed(seed)
     batch = trainer.batches.make_batch(torch.randperm(len(world.splits["train"]), generator=g)
                                        [:rows], g)
     state = trainer.local_generator.get_state()
-    inputs, al, target = trainer.prepare_step(step, batch)
-    name = "B" if phase == "stage2" else "A"
-    trainer.local_generator.set_state(state)  # the trainer's own step replays the same draw
+    scales = {n: s() for n, s in trainer.logit_scales.items()}
     with torch.no_grad():
-        feats = trainer._encode(name, inputs[name])
-        loss, _ = trainer.compute_loss(phase, batch)
-    labels = world.splits["train"].labels
-    names = world.class_names
-    pairs = pd.DataFrame({
-        "shape": [names[labels[i]] for i in batch.index.tolist()],
-        "partner": [names[labels[batch.index[j]]] for j in al.partner.tolist()],
-        "lam (features)": al.lam.tolist(), "lam_x (points kept)": al.lam_x.tolist()})
-    mixed = feats[:rows] if phase != "stage1" else al.mix(feats, al.lam)
-    return {"pairs": pairs.round(3), "alignment": al, "scale": trainer.logit_scales[name](),
-            "features": {"mixed": mixed, "plain": feats[rows:] if phase != "stage1" else feats,
-                         "target": target},
-            "loss": float(loss)}
+        plan = step.plan(batch, trainer)
+        feats = {n: trainer.encode(n, x) for n, x in plan.inputs.items()}
+        loss, terms = step.loss(plan, feats, scales, trainer)
+        anchors = step.anchors(plan, feats)
+        target = step.point_target(plan, feats, trainer) if isinstance(step, Stage2) else None
+        trainer.local_generator.set_state(state)  # the trainer's own step replays the draw
+        trainer_loss, _ = trainer.compute_loss(phase, batch)
+    al = plan.alignment
+    labels, names = world.splits["train"].labels, world.class_names
+    table = {"shape": [names[labels[i]] for i in batch.index.tolist()]}
+    if step.mixes:
+        table["partner"] = [names[labels[batch.index[j]]] for j in al.partner.tolist()]
+        table["lam (features)"] = al.lam.tolist()
+    if al.lam_x is not None and al.lam_x is not al.lam:  # input-mixed: the exact ratio kept
+        table["lam_x (points kept)"] = al.lam_x.tolist()
+    return {"pairs": pd.DataFrame(table).round(3), "alignment": al, "phase": step,
+            "scale": scales[step.evaluated], "features": {**anchors, "target": target},
+            "terms": {k: float(v) for k, v in terms.items()}, "loss": float(loss),
+            "trainer_loss": float(trainer_loss)}
 
 
 # ---------------------------------------------------------------------------------- released

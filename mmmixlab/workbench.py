@@ -507,14 +507,16 @@ def benchmark_retrieval_rows(evals_by_run: dict, num_queries: int = 4, k: int = 
 
 # ---------------------------------------------------------------------------------- one step
 def one_step(run: Run, world: pipeline.World, phase: str = "stage1", rows: int = 8,
-             seed: int = 0) -> dict:
+             seed: int = 0, batch=None, draw_state=None) -> dict:
     """What one training step of ``phase`` computes, with the run's trained encoders (in eval
     mode), through the trainer's own phase object (:mod:`mmmixlab.objectives`): the batch's
     pairs and ratios (``pairs``; ``lam_x`` only where points are mixed), the features the loss
     aligns (``features``: ``mixed`` / ``plain`` rows of the judged encoder, and the stage-2
     point ``target``), the :class:`~mmmixlab.objectives.Alignment` (``alignment``), the logit
     ``scale``, the phase's ``terms`` and ``loss``; and ``trainer_loss``, the trainer's
-    ``compute_loss`` of the same batch and draw (equal, bit for bit on CPU)."""
+    ``compute_loss`` of the same batch and draw (equal, bit for bit on CPU). ``batch`` and
+    ``draw_state`` (the trainer's local generator state) replay a given step instead of
+    ``rows`` random training shapes and a fresh draw."""
     import pandas as pd
 
     from .objectives import Stage2
@@ -530,9 +532,12 @@ def one_step(run: Run, world: pipeline.World, phase: str = "stage1", rows: int =
     if step is None:
         raise ValueError(f"run {run.path.name} has no phase {phase!r}; it has "
                          f"{[p.name for p in trainer.phases]}")
-    g = torch.Generator().manual_seed(seed)
-    batch = trainer.batches.make_batch(torch.randperm(len(world.splits["train"]), generator=g)
-                                       [:rows], g)
+    if batch is None:
+        g = torch.Generator().manual_seed(seed)
+        batch = trainer.batches.make_batch(torch.randperm(len(world.splits["train"]),
+                                                          generator=g)[:rows], g)
+    if draw_state is not None:
+        trainer.local_generator.set_state(draw_state)
     state = trainer.local_generator.get_state()
     scales = {n: s() for n, s in trainer.logit_scales.items()}
     with torch.no_grad():

@@ -1,7 +1,9 @@
 """Training batches: clouds with their cached image/text features.
 
-One triplet per shape and step, as OpenShape samples them: a random subset of the cloud's
-points, one random rendered view's image feature, one random caption's text feature. All
+One triplet per shape and step, as OpenShape samples them: the step's points of the cloud
+(a random subset, or FPS from a random start: :func:`mmmixlab.augment.subsample`, the same
+for every phase), OpenShape's augmentation (:func:`mmmixlab.augment.augment_clouds`), one
+random rendered view's image feature, one random caption's text feature. All
 randomness comes from one ``torch.Generator``, so a checkpointed generator state resumes the
 exact stream of batches.
 """
@@ -15,6 +17,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from .augment import augment_clouds, check_sampling, subsample
 from .clip import TripletFeatures
 
 
@@ -79,9 +82,7 @@ class TripletBatches:
         self.num_points, self.in_channels = num_points, in_channels
         self.batch_size, self.augment, self.rgb_dropout = batch_size, augment, rgb_dropout
         self.drop_last = drop_last
-        if sampling not in ("random", "fps"):
-            raise ValueError(f"sampling must be 'random' or 'fps', got {sampling!r}")
-        self.sampling = sampling
+        self.sampling = check_sampling(sampling)
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
@@ -106,15 +107,8 @@ class TripletBatches:
             yield self.make_batch(self.batch_indices(order, b), generator)
 
     def make_batch(self, idx: torch.Tensor, generator: Optional[torch.Generator]) -> Batch:
-        clouds = self.points[idx]
-        b, p, _ = clouds.shape
-        if self.sampling == "fps":  # the paper's stage-2 resampling; a random start point
-            from .ops import farthest_point_sample
-            start = torch.randint(p, (b,), generator=generator)
-            keep = farthest_point_sample(clouds[..., :3], self.num_points, start_index=start)
-        else:
-            keep = torch.rand(b, p, generator=generator).argsort(dim=1)[:, :self.num_points]
-        clouds = torch.gather(clouds, 1, keep.unsqueeze(-1).expand(-1, -1, 6))
+        clouds = subsample(self.points[idx], self.num_points, self.sampling, generator)
+        b = clouds.shape[0]
         if self.augment:
             clouds = augment_clouds(clouds, generator, self.rgb_dropout)
         views = torch.randint(self.features.image.shape[1], (b,), generator=generator)
@@ -126,19 +120,3 @@ class TripletBatches:
         text = self.features.text[idx, pick] * valid.unsqueeze(1)
         return Batch(points=clouds[..., :self.in_channels].contiguous(), image=image, text=text,
                      text_valid=valid, index=idx)
-
-
-def augment_clouds(clouds: torch.Tensor, generator, rgb_dropout: float = 0.5) -> torch.Tensor:
-    """OpenShape's augmentations for z-up clouds: random rotation about the up axis, scale
-    jitter in [0.9, 1.1], and with probability ``rgb_dropout`` the colour replaced by 0.4 (so
-    colourless scans, which loaders fill with 0.4, are not out of domain)."""
-    b = clouds.shape[0]
-    theta = torch.rand(b, generator=generator) * 2 * math.pi
-    c, s = torch.cos(theta), torch.sin(theta)
-    rot = torch.zeros(b, 3, 3)
-    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
-    scale = 0.9 + 0.2 * torch.rand(b, 1, 1, generator=generator)
-    xyz = torch.bmm(clouds[..., :3], rot.transpose(1, 2)) * scale
-    drop = torch.rand(b, generator=generator) < rgb_dropout
-    rgb = torch.where(drop.view(b, 1, 1), torch.full_like(clouds[..., 3:], 0.4), clouds[..., 3:])
-    return torch.cat([xyz, rgb], dim=-1)

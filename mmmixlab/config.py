@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from .augment import SAMPLINGS
 from .checks import check_choice
 from .data.synth import SynthConfig
 from .losses import MODALITIES
@@ -152,7 +153,7 @@ class RunConfig:
         check_choice(self.train.amp, ("auto", "bf16", "fp16", "off"), "amp")
         check_choice(self.train.stage2_init, ("scratch", "stage1"), "stage2_init")
         check_choice(self.train.budget, BUDGETS, "budget")
-        check_choice(self.data.sampling, ("random", "fps"), "data.sampling")
+        check_choice(self.data.sampling, SAMPLINGS, "data.sampling")
         check_choice(self.data.up_convention, ("rotate", "swap"), "data.up_convention")
         check_choice(self.mix.pairing, PAIRINGS, "pairing")
         check_choice(self.mix.input_variant, INPUT_MIX_VARIANTS, "input-mixing variant")

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import check_sampling, shape_generator
 from .batches import Batch, rank_slice
 from .data.openshape import read_split_entries, resolve_split_paths
 
@@ -310,15 +311,10 @@ class _BatchReader(torch.utils.data.Dataset):
         for i in indices:
             j, rec = self._read(int(i), skipped)
             rng = np.random.default_rng([self.seed, ekey, int(i)])
-            keep = self.num_points if self.sampling == "random" else len(rec["xyz"])
             item = make_item(rec["xyz"], rec["rgb"], rec["image_feat"], None, rec["text_feats"],
-                             j, "", rng, keep, self.augment, self.transform, 0.0)
-            if self.sampling == "fps":  # farthest points from a random start, per shape
-                from .ops import farthest_point_sample
-                pts = item["points"]
-                start = int(rng.integers(len(pts)))
-                item["points"] = pts[farthest_point_sample(pts[None, :, :3], self.num_points,
-                                                           start_index=start)[0]]
+                             j, "", rng, self.num_points, self.augment, self.transform, 0.0,
+                             generator=shape_generator(self.seed, ekey, int(i)),
+                             sampling=self.sampling)
             points.append(item["points"])
             images.append(item["image_feat"])
             texts.append(item["text_feat"])
@@ -375,8 +371,7 @@ class StreamBatches:
         self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.prefetch_factor, self.max_bad_share = int(prefetch_factor), float(max_bad_share)
-        if sampling not in ("random", "fps"):
-            raise ValueError(f"sampling must be 'random' or 'fps', got {sampling!r}")
+        check_sampling(sampling)
         self.reader = _BatchReader(source, self.num_points, self.in_channels, augment,
                                    rgb_dropout, seed, sampling=sampling)
         self.bad: dict = {}   # index -> {"path", "reason"}, every unreadable shape seen

@@ -439,19 +439,40 @@ class OpenShapeTriplets:
 
 def make_item(xyz, rgb, image_feat, thumbnail_feat, text_feats, index: int, name: str,
               rng: np.random.Generator, num_points: int, augment: bool, transform: dict,
-              thumbnail_prob: float) -> dict:
-    """One training item from arrays (shared by the per-file and the packed datasets).
+              thumbnail_prob: float, generator=None, sampling: str = "random") -> dict:
+    """One training item from arrays (shared by the per-file and the packed datasets, and the
+    streamed batches).
 
-    ``text_feats`` (T, D) holds only the shape's real entries (T may be 0).
+    The points: ``num_points`` of them (:func:`mmmixlab.augment.subsample`: a random subset or
+    FPS; the first ones, in order, for evaluation), y/z swap and unit sphere on what was kept,
+    then :func:`mmmixlab.augment.augment_clouds` when ``augment``: the same two functions as
+    the in-memory batches, drawn from ``generator`` (default: one seeded from ``rng``). The
+    view and the caption are drawn from ``rng``. ``text_feats`` (T, D) holds only the shape's
+    real entries (T may be 0).
     """
     torch = _torch()
-    n = xyz.shape[0]
-    if augment or n != num_points:
-        sel = subsample(n, num_points, rng) if augment else (
-            np.arange(num_points) if n >= num_points else subsample(n, num_points, rng))
-        xyz, rgb = xyz[sel], rgb[sel]
-    pts = augment_points(np.asarray(xyz, np.float32), np.asarray(rgb, np.float32), rng,
-                         **transform)
+    from ..augment import augment_clouds, subsample
+
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+    pts = torch.from_numpy(np.concatenate([np.asarray(xyz, np.float32),
+                                           np.asarray(rgb, np.float32)], axis=1))
+    n = pts.shape[0]
+    if n == 0:
+        raise ValueError("cannot subsample an empty cloud")
+    if augment or n < num_points or sampling == "fps":
+        pts = subsample(pts[None], num_points, sampling, generator)[0]
+    elif n > num_points:
+        pts = pts[:num_points]
+    kept = augment_points(pts[:, :3].numpy(), pts[:, 3:].numpy(), rng,
+                          up_swap=transform.get("up_swap", True),
+                          normalize=transform.get("normalize", True), rotate=False,
+                          rgb_drop_prob=0.0)
+    pts = torch.from_numpy(np.ascontiguousarray(kept, dtype=np.float32))
+    if augment:
+        pts = augment_clouds(pts[None], generator, transform.get("rgb_drop_prob", 0.5),
+                             rotate=transform.get("rotate", True),
+                             fill=transform.get("rgb_drop_value", 0.4))[0]
     if augment and thumbnail_feat is not None and rng.random() < thumbnail_prob:
         img = thumbnail_feat
     else:
@@ -462,7 +483,7 @@ def make_item(xyz, rgb, image_feat, thumbnail_feat, text_feats, index: int, name
         txt = text_feats[rng.integers(len(text_feats)) if augment else 0]
     else:
         txt = np.zeros(dim, np.float32)
-    return {"points": torch.from_numpy(np.ascontiguousarray(pts, dtype=np.float32)),
+    return {"points": pts.contiguous(),
             "image_feat": torch.from_numpy(np.asarray(img, dtype=np.float32).copy()),
             "text_feat": torch.from_numpy(np.asarray(txt, dtype=np.float32).copy()),
             "has_text": torch.tensor(bool(has_text)),

@@ -6,11 +6,10 @@
   split, as peers measure it), and recall@1/5/10: PC->PC (same class) always, image->PC and
   text->PC (same shape) where the files carry those features (Objaverse-LVIS).
 * :func:`evaluate_folder`: the same on a labelled triplet folder (``import-meshes`` output).
-* :func:`classify_files`: zero-shot labels with scores for mesh or point files.
 
-Class-name features come from a file (OpenShape's ``cat_name_pt_feat.npy``, as an array in the
-benchmark's class order or a pickled {name: feature} dict, read without running code) or from
-the run's frozen text encoder with the prompt templates (ULIP's 64 for the benchmarks).
+Class-name features come from a file (:mod:`mmmixlab.class_features`) or from the run's frozen
+text encoder with the prompt templates (ULIP's 64 for the benchmarks). A user's own files:
+:mod:`mmmixlab.classify`.
 """
 
 from __future__ import annotations
@@ -22,16 +21,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import RunConfig
 from .data.benchmarks import BENCHMARKS, SCANOBJECTNN_VARIANTS
 from .data.benchmarks.common import _canon
-from .evaluate import encode_points, linear_probe, recall_at_k_by_key, zero_shot
+from .class_features import load_class_features
+from .evaluate import encode_points, linear_probe, recall_at_k, zero_shot
 
-__all__ = ["BenchmarkSpec", "RunModel", "classify_files", "evaluate_benchmark",
-           "evaluate_folder", "load_class_features", "parse_benchmark", "parse_named_file",
-           "results_table"]
+__all__ = ["BenchmarkSpec", "RunModel", "evaluate_benchmark", "evaluate_folder",
+           "parse_benchmark", "parse_named_file", "results_text", "write_result"]
 
 _VARIANTS = tuple(SCANOBJECTNN_VARIANTS) + ("openshape", "hdf5", "normal_resampled")
 
@@ -77,75 +75,6 @@ def parse_named_file(text: str, flag: str = "--class-features") -> tuple[str, Pa
     if not eq or not name or not path:
         raise ValueError(f"{flag} expects NAME=FILE, got {text!r}")
     return name.strip(), Path(path).expanduser()
-
-
-def load_class_features(path, class_names: Sequence[str], dim: Optional[int] = None,
-                        what: str = "") -> torch.Tensor:
-    """(C, D) unit class features from ``path`` in the order of ``class_names``.
-
-    Accepts an array (C, D) already in that order, or a pickled {name: feature} dict (matched
-    by name, case, ``_``/space and ``-`` ignored). Wrong width, class count or names that do
-    not match raise a ValueError naming both sides.
-    """
-    from .safe_pickle import load_npy
-
-    path = Path(path)
-    what = what or "the benchmark"
-    if path.suffix == ".pt":
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        obj = obj.numpy() if isinstance(obj, torch.Tensor) else obj
-    else:
-        obj = load_npy(path)
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-        obj = obj.item()
-    if isinstance(obj, dict):
-        table = {_canon(k): v for k, v in obj.items()}
-        missing = [c for c in class_names if _canon(c) not in table]
-        if missing:
-            raise ValueError(f"{path}: no feature for {len(missing)} of the {len(class_names)} "
-                             f"classes of {what}, e.g. {missing[:5]}; the file names "
-                             f"{sorted(obj)[:8]}{' ...' if len(obj) > 8 else ''}")
-        try:
-            feats = np.stack([np.asarray(_feature_of(table[_canon(c)], path, c),
-                                         dtype=np.float32).reshape(-1) for c in class_names])
-        except ValueError as e:
-            raise ValueError(f"{path}: class features of different widths ({e})") from e
-    else:
-        if isinstance(obj, np.ndarray) and obj.dtype == object:  # an array of per-class arrays
-            try:
-                obj = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in obj])
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{path}: an object array that is not one feature per class "
-                                 f"({e})") from e
-        feats = np.asarray(obj, dtype=np.float32)
-        if feats.ndim == 3 and feats.shape[1] == 1:  # (C, 1, D), as some exports save it
-            feats = feats[:, 0]
-        if feats.ndim != 2:
-            raise ValueError(f"{path}: class features must be a (classes, width) array or a "
-                             f"{{name: feature}} dict, got shape {feats.shape}")
-        if feats.shape[0] != len(class_names):
-            raise ValueError(f"{path}: holds features of {feats.shape[0]} classes, {what} has "
-                             f"{len(class_names)} classes")
-    if dim is not None and feats.shape[1] != dim:
-        raise ValueError(f"{path}: class features are {feats.shape[1]}-d, the run's 3D encoder "
-                         f"outputs {dim}-d features")
-    if not np.isfinite(feats).all():
-        raise ValueError(f"{path}: class features hold NaN or inf")
-    return F.normalize(torch.from_numpy(feats), dim=-1)
-
-
-def _feature_of(value, path, name):
-    """A class's feature from a {name: value} file: the array itself, or OpenShape's
-    ModelNet40 form ``{name: {"open_clip_text_feat": (1, D)}}`` (its loader reads that key)."""
-    if isinstance(value, dict):
-        if "open_clip_text_feat" in value:
-            return value["open_clip_text_feat"]
-        arrays = [v for v in value.values() if np.asarray(v).dtype != object]
-        if len(arrays) != 1:
-            raise ValueError(f"{path}: the entry of {name!r} is a dict with keys "
-                             f"{sorted(value)[:6]}; expected a feature or 'open_clip_text_feat'")
-        return arrays[0]
-    return value
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -245,13 +174,13 @@ def _retrieval(point_feats, labels, image=None, text=None) -> dict:
     """pc2pc (same class, self excluded) and, where given as {index: feature}, img2pc / text2pc
     (same shape) over the whole gallery."""
     n = point_feats.shape[0]
-    out = {"pc2pc": recall_at_k_by_key(point_feats, point_feats, labels, labels,
+    out = {"pc2pc": recall_at_k(point_feats, point_feats, labels, labels,
                                        exclude_self=True)}
     for name, table in (("img2pc", image), ("text2pc", text)):
         if table:
             idx = np.array(sorted(table))
             queries = torch.from_numpy(np.stack([table[i] for i in idx]).astype(np.float32))
-            out[name] = recall_at_k_by_key(queries, point_feats, idx, np.arange(n))
+            out[name] = recall_at_k(queries, point_feats, idx, np.arange(n))
             out[name]["queries"] = len(idx)
     return out
 
@@ -388,7 +317,7 @@ def write_result(model: RunModel, result: EvalResult, name: str) -> Path:
     return out
 
 
-def results_table(results: dict) -> str:
+def results_text(results: dict) -> str:
     """Table 1's shape: one row per benchmark, zero-shot top-1/3/5 and mean class accuracy in
     %, then the linear probe and retrieval R@1 where measured."""
     head = (f"{'benchmark':28s} {'shapes':>7s} {'classes':>7s} {'top1':>6s} {'top3':>6s} "
@@ -408,104 +337,3 @@ def results_table(results: dict) -> str:
             + " ".join(f"{pct(r.get(k, {}).get('R@1')):>8s}" for k in ("pc2pc", "img2pc",
                                                                       "text2pc")))
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------- classify
-
-POINT_SUFFIXES = (".npy", ".npz")
-
-
-def read_point_file(path, up_axis: str = "y") -> np.ndarray:
-    """A user's point file -> (P, 6) xyz + rgb in the unit sphere, z up (``up_axis``: y, z or
-    y-swap, see :data:`mmmixlab.data.meshes.UP_AXES`). ``.npy``: an (P, 3|6)
-    array or an OpenShape-style dict with ``xyz`` (and ``rgb``); ``.npz``: the array under
-    ``xyz``/``points``/``pc`` or the only one. rgb missing -> 0.4 grey."""
-    from .data.meshes import finish_cloud
-    from .safe_pickle import load_npy
-
-    path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            key = next((k for k in ("xyz", "points", "pc", "data") if k in z.files),
-                       z.files[0] if len(z.files) == 1 else None)
-            if key is None:
-                raise ValueError(f"{path}: holds arrays {z.files}; name one xyz or points")
-            arr = np.asarray(z[key], dtype=np.float32)
-            rgb = np.asarray(z["rgb"], dtype=np.float32) if "rgb" in z.files else None
-    else:
-        obj = load_npy(path)
-        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-            obj = obj.item()
-        if isinstance(obj, dict):
-            if "xyz" not in obj:
-                raise ValueError(f"{path}: a dict without 'xyz' (keys {sorted(obj)[:8]})")
-            arr = np.asarray(obj["xyz"], dtype=np.float32)
-            rgb = np.asarray(obj["rgb"], dtype=np.float32) if obj.get("rgb") is not None \
-                else None
-        else:
-            arr, rgb = np.asarray(obj, dtype=np.float32), None
-    if arr.ndim != 2 or arr.shape[1] not in (3, 6) or arr.shape[0] == 0:
-        raise ValueError(f"{path}: points must have shape (P, 3) or (P, 6), got {arr.shape}")
-    if arr.shape[1] == 6 and rgb is None:
-        arr, rgb = arr[:, :3], arr[:, 3:]
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{path}: points hold NaN or inf")
-    if rgb is None:
-        rgb = np.full_like(arr, 0.4)
-    if rgb.shape != arr.shape:
-        raise ValueError(f"{path}: rgb has shape {rgb.shape}, xyz {arr.shape}")
-    rgb = rgb / 255.0 if rgb.max() > 1.0 else rgb
-    return finish_cloud(arr, rgb, up_axis)[0]  # the mesh importer's axes and unit sphere
-def classify_files(model: RunModel, files: Sequence, classes: Sequence[str], top_k: int = 3,
-                   up_axis: str = "y", class_features=None, points: Optional[int] = None
-                   ) -> list[dict]:
-    """Zero-shot labels for each file: ``[{"file", "labels": [(class, score), ...]}]`` or
-    ``{"file", "error"}``. Scores are the softmax over the classes of the run's logit scale
-    times the cosine similarity (CLIP's probabilities).
-
-    Files are brought into the run's input convention: a y-up file is turned z-up the way the
-    weights were trained (``data.up_convention``: rotated, or OpenShape's column swap for
-    imported releases), centred and scaled to the unit sphere, rgb in [0, 1] or grey 0.4;
-    meshes are sampled at ``points`` (default: the run's ``data.num_points``)."""
-    from .data import PROMPT_TEMPLATES
-    from .data.meshes import SHAPE_EXTENSIONS as MESH_SUFFIXES
-    from .data.meshes import sample_mesh
-
-    classes = [c.strip() for c in classes if c.strip()]
-    if len(classes) < 2:
-        raise ValueError(f"--classes needs at least two class names, got {classes}")
-    if len(set(map(_canon, classes))) != len(classes):
-        raise ValueError(f"--classes has duplicate names: {classes}")
-    if up_axis not in ("y", "z"):
-        raise ValueError(f"up axis must be 'y' or 'z', got {up_axis!r}")
-    if up_axis == "y" and model.cfg.data.up_convention == "swap":
-        up_axis = "y-swap"
-    points = int(points or model.num_points)
-    if class_features is not None:
-        class_feats = load_class_features(class_features, classes, model.embed_dim, "--classes")
-    else:
-        class_feats = model.class_features(classes, PROMPT_TEMPLATES, "classify")
-    out = []
-    for f in files:
-        path = Path(f)
-        try:
-            if not path.is_file():
-                raise FileNotFoundError("no such file")
-            suffix = path.suffix.lower()
-            if suffix in POINT_SUFFIXES:
-                cloud = read_point_file(path, up_axis)
-            elif suffix in MESH_SUFFIXES:
-                cloud, _ = sample_mesh(path, num_points=points, up_axis=up_axis)
-            else:
-                raise ValueError(f"unsupported file type {suffix!r} (meshes and scans: "
-                                 f"{', '.join(MESH_SUFFIXES)}; arrays: .npy, .npz)")
-        except Exception as err:  # noqa: BLE001 (a bad file is reported by name, others go on)
-            out.append({"file": str(path), "error": f"{type(err).__name__}: {err}"})
-            continue
-        feats = model.encode(cloud[None])
-        probs = (model.logit_scale * feats @ class_feats.t()).softmax(-1)[0]
-        top = probs.topk(min(top_k, len(classes)))
-        out.append({"file": str(path), "labels": [(classes[i], float(p)) for p, i in
-                                                  zip(top.values.tolist(), top.indices.tolist())]})
-    return out
-

@@ -225,7 +225,7 @@ def _eval_elsewhere(args) -> int:
         evaluate_folder,
         parse_benchmark,
         parse_named_file,
-        results_table,
+        results_text,
         write_result,
     )
 
@@ -253,7 +253,7 @@ def _eval_elsewhere(args) -> int:
         path = write_result(model, res, name)
         results[name] = res.metrics
         print(f"{name}: wrote {path}", file=sys.stderr)
-    print(results_table(results))
+    print(results_text(results))
     return 0
 
 
@@ -309,7 +309,8 @@ def _dispatch(args) -> int:
         print(pipeline.summarize(metrics))
         return 0
     if args.command == "classify":
-        from .benchmark_eval import RunModel, classify_files
+        from .benchmark_eval import RunModel
+        from .classify import classify_files
 
         model = RunModel.load(args.run, device=args.device or "cpu")
         results = classify_files(model, args.files, args.classes.split(","), args.top_k,

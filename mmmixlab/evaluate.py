@@ -145,24 +145,43 @@ def linear_probe_cv(feats, labels, folds: int = 5, max_iter: int = 2000, C: floa
     return {"accuracy": float((pred == y).mean()), "folds": folds}
 
 
-def recall_at_k(queries: torch.Tensor, gallery: torch.Tensor, relevant: torch.Tensor,
-                ks: Sequence[int] = (1, 5, 10)) -> dict:
-    """Recall@k: the share of queries with a relevant gallery item among the top k.
+def top_k(queries: torch.Tensor, gallery: torch.Tensor, k: int, exclude_self: bool = False,
+          chunk: int = 1024) -> torch.Tensor:
+    """(Q, k) indices of the gallery items most similar (cosine) to each query, best first,
+    over chunks of queries (a 46k-shape gallery never needs its full similarity matrix).
+    ``exclude_self`` leaves gallery item ``i`` out of query ``i``'s results (queries and
+    gallery are the same set: PC -> PC)."""
+    q = F.normalize(torch.as_tensor(queries).float(), dim=-1)
+    g = F.normalize(torch.as_tensor(gallery).float(), dim=-1)
+    if exclude_self and q.shape[0] != g.shape[0]:
+        raise ValueError(f"exclude_self needs queries and gallery of one set, got {q.shape[0]} "
+                         f"queries and {g.shape[0]} gallery items")
+    k = min(int(k), g.shape[0] - int(exclude_self))
+    out = []
+    for s in range(0, q.shape[0], chunk):
+        sims = q[s:s + chunk] @ g.t()
+        if exclude_self:
+            rows = torch.arange(sims.shape[0])
+            sims[rows, rows + s] = float("-inf")
+        out.append(sims.topk(k, dim=1).indices)
+    return torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long)
 
-    ``relevant`` is a (Q, G) bool matrix; gallery items that must not be retrieved (the query
-    itself in pc2pc) are excluded by the caller (see :func:`retrieval`).
-    """
-    if relevant.shape != (queries.shape[0], gallery.shape[0]):
-        raise ValueError(f"relevant must be (Q, G) = ({queries.shape[0]}, {gallery.shape[0]}), "
-                         f"got {tuple(relevant.shape)}")
-    sims = F.normalize(queries.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).t()
-    return _recall_from_scores(sims, relevant, ks)
 
-
-def _recall_from_scores(sims, relevant, ks):
-    order = sims.argsort(dim=1, descending=True)
-    rel_sorted = torch.gather(relevant, 1, order)
-    return {f"R@{k}": float(rel_sorted[:, :k].any(1).float().mean()) for k in ks}
+def recall_at_k(queries: torch.Tensor, gallery: torch.Tensor, query_keys, gallery_keys,
+                ks: Sequence[int] = (1, 5, 10), exclude_self: bool = False,
+                chunk: int = 1024) -> dict:
+    """Recall@k: the share of queries with a relevant gallery item among their top k, where
+    an item is relevant when its key equals the query's (a class label for category-level
+    retrieval, a shape index for instance-level). The one retrieval metric: the tiny world
+    (:func:`retrieval`), the benchmarks and the notebooks use it."""
+    qk = torch.as_tensor(np.asarray(query_keys)).long()
+    gk = torch.as_tensor(np.asarray(gallery_keys)).long()
+    if qk.shape[0] != len(queries) or gk.shape[0] != len(gallery):
+        raise ValueError(f"{len(queries)} queries with {qk.shape[0]} keys, {len(gallery)} "
+                         f"gallery items with {gk.shape[0]} keys")
+    top = top_k(queries, gallery, max(ks), exclude_self, chunk)
+    rel = gk[top] == qk.unsqueeze(1)
+    return {f"R@{k}": float(rel[:, :k].any(1).float().mean()) if len(qk) else 0.0 for k in ks}
 
 
 def retrieval(point_feats: torch.Tensor, image_feats: torch.Tensor, text_feats: torch.Tensor,
@@ -172,44 +191,10 @@ def retrieval(point_feats: torch.Tensor, image_feats: torch.Tensor, text_feats: 
     if image_feats.shape[0] != n or text_feats.shape[0] != n:
         raise ValueError(f"retrieval needs one image and one text query per cloud: {n} clouds, "
                          f"{image_feats.shape[0]} images, {text_feats.shape[0]} texts")
-    labels = torch.as_tensor(np.asarray(labels)).long()
-    same_class = labels.unsqueeze(0) == labels.unsqueeze(1)
-    eye = torch.eye(n, dtype=torch.bool)
-    sims = F.normalize(point_feats.float(), dim=-1) @ F.normalize(point_feats.float(), dim=-1).t()
-    sims = sims.masked_fill(eye, float("-inf"))  # the query is not in its own gallery
-    return {
-        "pc2pc": _recall_from_scores(sims, same_class & ~eye, ks),
-        "img2pc": recall_at_k(image_feats, point_feats, eye, ks),
-        "text2pc": recall_at_k(text_feats, point_feats, eye, ks),
-    }
-
-
-def recall_at_k_by_key(queries: torch.Tensor, gallery: torch.Tensor, query_keys, gallery_keys,
-                       ks: Sequence[int] = (1, 5, 10), exclude_self: bool = False,
-                       chunk: int = 1024) -> dict:
-    """Recall@k where a gallery item is relevant when its key equals the query's (a class label
-    for category-level retrieval, a shape index for instance-level), computed over chunks of
-    queries, so a 46k-shape gallery never needs its full similarity matrix.
-    ``exclude_self`` removes gallery item ``i`` from query ``i``'s results (pc2pc)."""
-    q = F.normalize(queries.float(), dim=-1)
-    g = F.normalize(gallery.float(), dim=-1)
-    qk = torch.as_tensor(np.asarray(query_keys)).long()
-    gk = torch.as_tensor(np.asarray(gallery_keys)).long()
-    if qk.shape[0] != q.shape[0] or gk.shape[0] != g.shape[0]:
-        raise ValueError(f"{q.shape[0]} queries with {qk.shape[0]} keys, {g.shape[0]} gallery "
-                         f"items with {gk.shape[0]} keys")
-    kmax = min(max(ks), g.shape[0] - int(exclude_self))
-    hits = {k: 0 for k in ks}
-    for s in range(0, q.shape[0], chunk):
-        sims = q[s:s + chunk] @ g.t()
-        if exclude_self:
-            rows = torch.arange(sims.shape[0])
-            sims[rows, rows + s] = float("-inf")
-        top = sims.topk(kmax, dim=1).indices
-        rel = gk[top] == qk[s:s + chunk].unsqueeze(1)
-        for k in ks:
-            hits[k] += int(rel[:, :k].any(1).sum())
-    return {f"R@{k}": hits[k] / max(q.shape[0], 1) for k in ks}
+    labels, shapes = np.asarray(labels), np.arange(n)
+    return {"pc2pc": recall_at_k(point_feats, point_feats, labels, labels, ks, exclude_self=True),
+            "img2pc": recall_at_k(image_feats, point_feats, shapes, shapes, ks),
+            "text2pc": recall_at_k(text_feats, point_feats, shapes, shapes, ks)}
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:

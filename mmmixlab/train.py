@@ -45,7 +45,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distributed as dist_utils
-from . import objectives
 from . import progress as progress_out
 from .batches import Batch, TripletBatches, check_batch
 from .checkpoints import (
@@ -56,7 +55,7 @@ from .checkpoints import (
     read_run_state,
 )
 from .config import RunConfig
-from .device import autocast_dtype, resolve_device  # noqa: F401 (resolve_device: re-exported)
+from .device import autocast_dtype, resolve_device
 from .encoders import create_point_encoder
 from .fileio import atomic_path
 from .losses import LogitScale

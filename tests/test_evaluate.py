@@ -74,13 +74,28 @@ def brute_recall(q, g, relevant, k):
     return hits / q.shape[0]
 
 
-def test_recall_at_k_matches_brute_force():
+@pytest.mark.parametrize("chunk", [1024, 7])
+def test_recall_at_k_matches_brute_force(chunk):
     g = torch.Generator().manual_seed(0)
     q, gal = torch.randn(20, 8, generator=g), torch.randn(30, 8, generator=g)
-    relevant = torch.rand(20, 30, generator=g) < 0.05
-    out = recall_at_k(q, gal, relevant)
+    qk, gk = torch.randint(0, 6, (20,), generator=g), torch.randint(0, 6, (30,), generator=g)
+    relevant = (qk[:, None] == gk[None]).tolist()
+    out = recall_at_k(q, gal, qk, gk, chunk=chunk)
     for k in (1, 5, 10):
-        assert out[f"R@{k}"] == pytest.approx(brute_recall(q, gal, relevant.tolist(), k))
+        assert out[f"R@{k}"] == pytest.approx(brute_recall(q, gal, relevant, k))
+    # self excluded (one set): brute force without the query itself
+    same = recall_at_k(gal, gal, gk, gk, exclude_self=True, chunk=chunk)
+    rel = [[gk[i] == gk[j] and i != j for j in range(30)] for i in range(30)]
+    masked = gal.clone()
+    for k in (1, 5):
+        hits = 0
+        for i in range(30):
+            sims = torch.nn.functional.cosine_similarity(gal[i:i + 1], masked)
+            sims[i] = -float("inf")
+            hits += any(rel[i][j] for j in sims.argsort(descending=True)[:k].tolist())
+        assert same[f"R@{k}"] == pytest.approx(hits / 30)
+    with pytest.raises(ValueError, match="keys"):
+        recall_at_k(q, gal, qk[:-1], gk)
 
 
 def test_retrieval_definitions():

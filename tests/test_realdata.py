@@ -14,7 +14,8 @@ import torch
 
 from mmmixlab import pipeline
 from mmmixlab.batches import TripletBatches
-from mmmixlab.benchmark_eval import load_class_features, parse_benchmark
+from mmmixlab.benchmark_eval import parse_benchmark
+from mmmixlab.class_features import load_class_features
 from mmmixlab.cli import main
 from mmmixlab.config import preset
 from mmmixlab.data import pack_triplets

@@ -464,7 +464,7 @@ def test_sparseconv_release_imports(tmp_path):
 
 def test_openshape_nested_class_feature_dict(tmp_path):
     """OpenShape's ModelNet40 loader reads ``{category: {"open_clip_text_feat": (1, D)}}``."""
-    from mmmixlab.benchmark_eval import load_class_features
+    from mmmixlab.class_features import load_class_features
 
     rng = np.random.default_rng(0)
     names = ["chair", "flower_pot", "table"]

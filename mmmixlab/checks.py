@@ -6,15 +6,35 @@ input fails before a training step instead of turning into NaN losses later.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import math
 from typing import Sequence
 
 import torch
 
 
+_VALUES = threading.local()
+
+
+@contextlib.contextmanager
+def values_checked():
+    """Inside: :func:`check_points` skips its NaN/inf scan (shapes are still checked). For a
+    caller that scanned the batch once already, on the CPU (the trainer's ``check_batch``):
+    on an accelerator the scan is a host sync per encoder forward."""
+    before = getattr(_VALUES, "checked", False)
+    _VALUES.checked = True
+    try:
+        yield
+    finally:
+        _VALUES.checked = before
+
+
 def check_points(points: torch.Tensor, name: str = "points", channels: Sequence[int] = (3, 6),
                  allow_empty: bool = False) -> torch.Tensor:
-    """Validate a batch of point clouds of shape (B, N, C)."""
+    """Validate a batch of point clouds of shape (B, N, C) (finite values too, unless inside
+    :func:`values_checked`)."""
     if not isinstance(points, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(points).__name__}")
     if points.dim() != 3:
@@ -27,7 +47,7 @@ def check_points(points: torch.Tensor, name: str = "points", channels: Sequence[
                          f"(last dim), got shape {tuple(points.shape)}")
     if not allow_empty and (b == 0 or n == 0):
         raise ValueError(f"{name} is empty: shape {tuple(points.shape)}")
-    if not torch.isfinite(points).all():
+    if not getattr(_VALUES, "checked", False) and not torch.isfinite(points).all():
         bad = (~torch.isfinite(points)).flatten(1).any(1).nonzero().flatten().tolist()
         raise ValueError(f"{name} contains NaN or inf values (clouds {bad[:10]})")
     return points

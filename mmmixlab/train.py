@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from . import distributed as dist_utils
 from . import progress as progress_out
 from .batches import Batch, TripletBatches, check_batch
+from .checks import values_checked
 from .checkpoints import (
     encoders_of_state,
     final_name,
@@ -299,8 +300,10 @@ class Trainer(StepContext):
         return dist_utils.gather(x)
 
     def encode(self, name: str, points: torch.Tensor) -> torch.Tensor:
+        # values_checked: check_batch scanned the batch on the CPU; the encoders' own scan
+        # would be a host sync per forward on an accelerator (shapes are still checked)
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
-                            enabled=self.amp_dtype is not None):
+                            enabled=self.amp_dtype is not None), values_checked():
             feats = self.forward_modules[name](points)
         feats = feats.float()
         return F.normalize(feats, dim=-1) if self.cfg.mix.normalize_before_mix else feats
@@ -338,7 +341,7 @@ class Trainer(StepContext):
         if phase is None:
             raise ValueError(f"variant {self.cfg.train.variant!r} has no phase {phase_name!r}; "
                              f"it has {[p.name for p in self.phases]}")
-        inputs, step_loss = self._plan(phase, batch.to(self.device))
+        inputs, step_loss = self._plan(phase, check_batch(batch).to(self.device))
         return step_loss({n: self.encode(n, x) for n, x in inputs.items()})
 
     def _forward_backward(self, phase: Phase, batch: Batch):

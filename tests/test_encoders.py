@@ -132,3 +132,19 @@ def test_factory_errors():
         create_point_encoder("pointbert-tiny", out_dim=8, grouping="radius")
     with pytest.raises(ValueError, match="divisible"):
         PointBERTConfig(trans_dim=100, num_heads=8)
+
+
+def test_value_scan_skipped_only_when_the_caller_checked():
+    from mmmixlab.checks import values_checked
+
+    enc = create_point_encoder("pointnet", out_dim=8).eval()
+    bad = _clouds(2, 128, 6)
+    bad[1, 3, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        enc(bad)
+    with values_checked():  # the trainer scanned the batch on the CPU already
+        enc(bad)
+        with pytest.raises(ValueError, match="channels"):  # shapes are always checked
+            enc(_clouds(2, 128, 3))
+    with pytest.raises(ValueError, match="NaN or inf"):  # and the scan is back outside
+        enc(bad)

@@ -121,7 +121,9 @@ def read_checkpoint_file(path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        allowed = _plain_numpy_globals(path)
+        with torch.serialization.safe_globals(allowed):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
         if "global" not in text.lower():  # a corrupt pickle, not a refused one
@@ -141,6 +143,38 @@ def read_checkpoint_file(path) -> dict:
         return obj
     raise ValueError(f"{path}: a checkpoint must hold a dict (a state dict or "
                      f"{{'state_dict': ...}}), got {type(obj).__name__}")
+
+
+# numpy's scalars and arrays (a training script's best accuracy, say) are plain data: allowed
+# on top of what ``weights_only`` admits. Anything else keeps being refused.
+_NUMPY_DATA = {f"{m}.{n}" for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for n in ("scalar", "_reconstruct")} | {"numpy.ndarray", "numpy.dtype"}
+
+
+def _plain_numpy_globals(path: Path) -> list:
+    """The numpy globals of ``path``'s pickle that are plain data, as objects for
+    ``torch.serialization.safe_globals`` (read from the pickle's opcodes; nothing is run)."""
+    import importlib
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 (not a zip checkpoint: torch.load reports it below)
+        return []
+    out = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        plain = name in _NUMPY_DATA or (module == "numpy.dtypes" and attr.endswith("DType"))
+        if plain:
+            try:
+                out.append(getattr(importlib.import_module(module), attr))
+            except (ImportError, AttributeError):
+                continue
+    if out:  # a pickled dtype is rebuilt as its class (numpy.dtypes.Float64DType, ...)
+        import numpy as np
+
+        dtypes = getattr(np, "dtypes", None)
+        out += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")] if dtypes else []
+    return out
 
 
 def _state_dict_of(obj: dict, where: str) -> tuple[dict, str]:

@@ -499,3 +499,17 @@ def test_openshape_pointbert_tiny_through_the_cli_and_the_notebook_path(tmp_path
     step = workbench.one_step(r, world, phase="stage2")
     assert torch.isfinite(torch.as_tensor(step["loss"])).all()
     assert all(torch.isfinite(f).all() for f in workbench.run_point_features(r, world).values())
+
+
+def test_numpy_scalars_beside_the_weights_are_plain_data(tmp_path):
+    """Training scripts store accuracies as numpy scalars: such a file imports; a global of
+    any other kind is still refused."""
+    sd = released_state_dict(TINY)
+    torch.save({"state_dict": sd, "best_acc": np.float64(0.46), "curve": np.zeros(3)},
+               tmp_path / "model.pt")
+    run = import_checkpoint(tmp_path / "model.pt", tmp_path / "run", clip="synth-tiny")
+    assert "best_acc" in json.loads((run / "released.json").read_text())["checkpoint_extras"]
+    torch.save({"state_dict": sd, "cfg": _Payload(tmp_path / "ran")}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refusing to load"):
+        read_checkpoint_file(tmp_path / "evil.pt")
+    assert not (tmp_path / "ran").exists()

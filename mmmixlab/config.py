@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -147,6 +148,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     cache_dir: Optional[str] = None   # None: $MMMIXLAB_CACHE or ~/.cache/mmmixlab
 
+    def __post_init__(self):
+        for section in ("data", "clip", "mix", "train"):
+            check_field_types(getattr(self, section), section)
+
     def validate(self) -> "RunConfig":
         check_choice(self.train.variant, VARIANTS, "variant")
         check_choice(self.train.schedule, ("cosine", "exponential", "constant"), "schedule")
@@ -219,6 +224,34 @@ class RunConfig:
                 raise ValueError(f"unknown config field {name!r}")
             d[section][key] = value
         return RunConfig.from_dict(d)
+
+
+def check_field_types(obj, section: str) -> None:
+    """Every field of a config section holds a value of its declared type; a ValueError names
+    the field and the value otherwise (``--set train.lr=abc``). An int is accepted for a
+    float field; a bool is never an int or a float here."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, kind = getattr(obj, f.name), hints[f.name]
+        args = typing.get_args(kind)
+        optional = type(None) in args
+        base = next((a for a in args if a is not type(None)), kind) if optional else kind
+        base = typing.get_origin(base) or base
+        if value is None and optional:
+            continue
+        if base is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif base is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif base is tuple:
+            ok = isinstance(value, (tuple, list))
+        else:
+            ok = isinstance(value, base)
+        if not ok:
+            name = {float: "a number", int: "an int", bool: "a bool", str: "a str",
+                    tuple: "a list", dict: "a dict"}.get(base, getattr(base, "__name__", base))
+            raise ValueError(f"{section}.{f.name} must be {'None or ' if optional else ''}"
+                             f"{name}, got {value!r} ({type(value).__name__})")
 
 
 def _build(klass, values: dict, section: str):

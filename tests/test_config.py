@@ -37,3 +37,26 @@ def test_replace_and_unknown_fields():
 def test_validation(field, value, match):
     with pytest.raises(ValueError, match=match):
         preset("tiny").replace(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("train.lr", "abc", r"train\.lr must be a number, got 'abc'"),
+    ("train.epochs_stage1", 2.5, r"train\.epochs_stage1 must be an int, got 2\.5"),
+    ("train.epochs_stage1", True, r"train\.epochs_stage1 must be an int, got True"),
+    ("data.augment", 1, r"data\.augment must be a bool, got 1"),
+    ("clip.pretrained", 3, r"clip\.pretrained must be None or a str, got 3"),
+    ("train.encoder_overrides", "x", r"train\.encoder_overrides must be a dict"),
+])
+def test_config_values_are_type_checked(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        preset("tiny").replace(**{field: value})
+
+
+def test_cli_set_type_error_is_one_line(capsys):
+    from mmmixlab.cli import main
+
+    assert main(["train", "--set", "train.lr=abc", "--out", "unused"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "mmmixlab train: error: train.lr must be a number, got 'abc' (str)"
+    ok = preset("tiny").replace(**{"train.lr": 1, "mix.beta": 2})  # ints are numbers
+    assert ok.train.lr == 1 and ok.mix.beta == 2

@@ -78,9 +78,13 @@ def protocol_line(protocol: dict) -> str:
     e = protocol["epochs"]
     plan = "; ".join(f"{label} " + "+".join(str(n) for _, n in phases)
                      for label, phases in e.items())
+    scope = protocol.get("mix", {}).get("modality_scope", "both")
+    table5 = (f" Table 5 rows drop their terms in "
+              f"{'both stages' if scope == 'both' else 'stage 2 only'} (mix.modality_scope="
+              f"{scope})." if any("(" in label for label in e) else "")
     return (f"Protocol: budget {protocol['budget']} (epochs per row: {plan}); "
             f"{len(protocol['seeds'])} paired seeds {protocol['seeds']}; {protocol['reading']}; "
-            f"encoder {protocol['encoder']}, batch {protocol['batch_size']}.")
+            f"encoder {protocol['encoder']}, batch {protocol['batch_size']}.{table5}")
 
 
 def estimate_seconds(base: RunConfig, world, rows, seeds) -> float:
@@ -165,6 +169,8 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
         core = ("budget", "epochs_stage1", "epochs_stage2", "reading", "mix", "sampling",
                 "encoder", "batch_size")  # rows and seeds may grow; these may not change
         new = json.loads(json.dumps(protocol))
+        old = dict(old, mix={**new["mix"], **(old.get("mix") or {})}) if "mix" in old else old
+        # (mix fields added since the folder was written take their defaults, which new has)
         if {k: old.get(k) for k in core} != {k: new[k] for k in core}:
             raise ValueError(f"{out_dir} holds an ablation of another protocol ({previous}); "
                              f"choose a new --out folder rather than mixing protocols in one "

@@ -21,7 +21,7 @@ from .mixing import INPUT_MIX_VARIANTS, PAIRINGS
 
 _SYNTH = SynthConfig()
 
-VARIANTS = ("baseline", "fm", "im", "mm-mixing", "one-stage", "baseline-2x")
+VARIANTS = ("baseline", "fm", "im", "mm-mixing", "one-stage", "one-stage-matched", "baseline-2x")
 BUDGETS = ("per-stage", "total")
 
 
@@ -87,13 +87,19 @@ class MixConfig:
 
     beta=1.0: Beta(1,1) is uniform, PointCutMix's default.
     pairing="shuffle": each row mixed with a random row of the same batch (mixup's rule).
-    mix_prob=1.0: every batch is mixed, as the paper describes.
+    mix_prob=1.0: every batch is mixed. The paper states no mixing probability; PointCutMix,
+    whose input mixing it follows, mixes with probability 0.5 (``mix.mix_prob=0.5``). With 1.0,
+    Beta(1, 1) and no unmixed terms, an encoder never sees a clean cloud.
     align_unmixed=True: the unmixed triplets are aligned as well (their terms averaged with the
     mixed ones); zero-shot evaluation sees unmixed clouds, and without this the encoder only
     ever meets unmixed inputs at lam in {0, 1}, which Beta(1,1) almost never draws.
     input_variant="knn": PointCutMix-K, a contiguous patch, the more realistic mixed shape.
     normalize_before_mix=True: features are L2-normalized before mixing so lam weighs every
     modality alike (CLIP features are compared as unit vectors).
+    modalities / modality_scope (Table 5): the loss terms kept, and where. ``"both"`` (default):
+    a term is dropped wherever it occurs (stage 1's image term too for T and T+P), because
+    Table 5 ablates "the modality loss functions" of the framework, L_T, L_I and L_P, without
+    naming a stage; ``"stage2"``: stage 1 keeps eq. 5 whole and only eq. 6 loses terms.
     """
 
     beta: float = 1.0
@@ -103,6 +109,7 @@ class MixConfig:
     input_variant: str = "knn"
     normalize_before_mix: bool = True
     modalities: tuple = ("image", "text", "point")
+    modality_scope: str = "both"
 
 
 @dataclass
@@ -123,6 +130,10 @@ class TrainConfig:
     schedule: str = "cosine"      # "cosine" | "exponential" (OpenShape) | "constant"
     exp_decay: float = 0.9995     # per-step factor for "exponential"
     grad_clip: float = 1.0
+    # the joint phase (one-stage) trains two encoders: clip each one's gradient norm on its own
+    # (True; the paper trains them "without shared weights") or both as one vector (False, the
+    # behaviour the README's one-stage rows were measured with)
+    clip_per_encoder: bool = False
     init_temperature: float = 0.07
     device: str = "auto"          # "auto" picks cuda, then mps, then cpu
     amp: str = "auto"             # "auto" | "bf16" | "fp16" | "off"; auto = bf16 on CUDA only
@@ -162,6 +173,7 @@ class RunConfig:
         check_choice(self.data.up_convention, ("rotate", "swap"), "data.up_convention")
         check_choice(self.mix.pairing, PAIRINGS, "pairing")
         check_choice(self.mix.input_variant, INPUT_MIX_VARIANTS, "input-mixing variant")
+        check_choice(self.mix.modality_scope, ("both", "stage2"), "mix.modality_scope")
         if not self.mix.beta > 0:
             raise ValueError(f"mix.beta must be > 0, got {self.mix.beta}")
         if not 0.0 <= self.mix.mix_prob <= 1.0:

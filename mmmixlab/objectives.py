@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .losses import stage1_loss, stage2_loss
+from .losses import MODALITIES, stage1_loss, stage2_loss
 from .mixing import feature_mix
 
 __all__ = ["PHASES", "Alignment", "Baseline", "FeatureMixing", "InputMixing", "Joint", "Phase",
@@ -189,6 +189,12 @@ class Phase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, epochs={self.epochs}, trains={self.trains})"
 
+    @staticmethod
+    def first_stage_modalities(ctx: StepContext) -> tuple:
+        """The modalities of the eq.-5 terms: the run's set, or all of them when Table 5's
+        ablation is scoped to stage 2 (``mix.modality_scope``)."""
+        return ctx.mix.modalities if ctx.mix.modality_scope == "both" else MODALITIES
+
     def _alignment(self, batch, ctx: StepContext) -> Alignment:
         # check=False: the trainer checks each batch once on the CPU (check_batch); a NaN/inf
         # scan per loss term would be a host sync on an accelerator, up to 12 per stage-2 step
@@ -228,7 +234,8 @@ class Baseline(Phase):
         return StepPlan(batch.points, {"A": batch.points}, self._alignment(batch, ctx))
 
     def loss(self, plan, feats, scales, ctx):
-        loss = baseline_objective(feats["A"], plan.alignment, scales["A"], ctx.mix.modalities)
+        loss = baseline_objective(feats["A"], plan.alignment, scales["A"],
+                                  self.first_stage_modalities(ctx))
         return loss, {"loss": loss}
 
     def anchors(self, plan, feats):
@@ -244,7 +251,8 @@ class FeatureMixing(Phase):
         return StepPlan(batch.points, {"A": batch.points}, self._alignment(batch, ctx))
 
     def stage1_term(self, plan, feats, scales, ctx):
-        return stage1_objective(feats["A"], plan.alignment, scales["A"], ctx.mix.modalities)
+        return stage1_objective(feats["A"], plan.alignment, scales["A"],
+                                self.first_stage_modalities(ctx))
 
     def loss(self, plan, feats, scales, ctx):
         loss = self.stage1_term(plan, feats, scales, ctx)
@@ -268,7 +276,7 @@ class InputMixing(Phase):
     def loss(self, plan, feats, scales, ctx):
         b, fa = plan.points.shape[0], feats["A"]
         loss = input_mixing_objective(fa[:b], fa[b:], plan.alignment, scales["A"],
-                                      ctx.mix.modalities)
+                                      self.first_stage_modalities(ctx))
         return loss, {"loss": loss, "loss_im": loss}
 
     def anchors(self, plan, feats):

@@ -41,7 +41,8 @@ PAPER = {
 ABLATION_TABLES = {
     "Table 3: mixing level": {"baseline": "Baseline", "fm": "FM", "im": "IM",
                               "mm-mixing": "FM+IM", "baseline-2x": "Baseline, 2x epochs"},
-    "Table 4: alignment stages": {"one-stage": "One stage", "mm-mixing": "Two stages"},
+    "Table 4: alignment stages": {"one-stage": "One stage", "mm-mixing": "Two stages",
+                                  "one-stage-matched": "One stage, B's epochs matched (ours)"},
     "Table 5: modality losses": {"mm-mixing (T)": "T", "mm-mixing (T+I)": "T+I",
                                  "mm-mixing (T+P)": "T+P", "mm-mixing (T+I+P)": "T+I+P"},
 }

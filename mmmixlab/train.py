@@ -13,7 +13,9 @@ Variants (``TrainConfig.variant``) and the phases they run:
                 without shared weights").
 ==============  ====================================================================
 
-``baseline-2x`` is the baseline trained twice as long (the control row of the ablations).
+``baseline-2x`` is the baseline trained twice as long (the control row of the ablations);
+``one-stage-matched`` is one-stage with B trained as many epochs as two-stage B (Table 4's
+epoch control).
 
 Epochs per variant follow ``TrainConfig.budget`` (:func:`plan_phases`): ``per-stage`` (default,
 the paper's reading: each stage a full schedule, so mm-mixing's B trains as long as the
@@ -97,6 +99,9 @@ def plan_phases(variant: str, epochs1: int, epochs2: int, budget: str = "per-sta
         "im": lambda: [InputMixing(one)],
         "mm-mixing": lambda: [FeatureMixing(epochs1), Stage2(epochs2)],
         "one-stage": lambda: [Joint(total)],
+        # Table 4's control: B trains as many epochs as two-stage B (the paper's one-stage row
+        # trains it epochs1 + epochs2)
+        "one-stage-matched": lambda: [Joint(epochs2)],
     }[variant]()
 
 
@@ -513,7 +518,11 @@ class Trainer(StepContext):
         step = skip
         samples = self.batches.batch_size * dist_utils.world_size()
         data_seconds, skipped = (partial or {}).get("data_seconds", 0.0), 0
-        params = [p for g in opt.param_groups for p in g["params"]]  # clipped every step
+        # clipped every step: all of them as one vector, or each encoder's (with its logit
+        # scale) on its own (train.clip_per_encoder; one group unless the phase trains two)
+        groups = ([[p for p in self.encoders[n].parameters()] + [self.logit_scales[n].log_scale]
+                   for n in phase.trains] if tc.clip_per_encoder
+                  else [[p for g in opt.param_groups for p in g["params"]]])
         batches = iter(bar)
         while True:
             t_wait = time.perf_counter()
@@ -539,7 +548,8 @@ class Trainer(StepContext):
                 nonfinite |= ~torch.isfinite(loss.detach())
             self.scaler.unscale_(opt)
             if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, tc.grad_clip)
+                for params in groups:
+                    nn.utils.clip_grad_norm_(params, tc.grad_clip)
             self.scaler.step(opt)
             self.scaler.update()
             sched.step()

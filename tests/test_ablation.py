@@ -121,3 +121,46 @@ def test_a_finished_run_is_reused_only_against_the_same_frozen_encoders(tmp_path
         out = ablation._load_or_run(cfg, folder, world=None, progress=False, quality=quality)
         assert ("old" in out) == reused, theirs
     assert len(trained) == 2
+
+
+def test_one_stage_matched_trains_b_as_long_as_two_stage_b():
+    assert epochs("one-stage-matched", "per-stage", 10, 7) == [("joint", 7)]
+    two = dict(epochs("mm-mixing", "per-stage", 10, 7))
+    assert two["stage2"] == dict(epochs("one-stage-matched", "per-stage", 10, 7))["joint"]
+    assert epochs("one-stage", "per-stage", 10, 7) == [("joint", 17)]  # the paper's reading
+
+
+@pytest.mark.parametrize("per_encoder", [True, False])
+def test_joint_gradient_clipping_per_encoder_or_together(per_encoder):
+    clip = 1e-3  # far below the raw norms: every step is clipped
+    cfg = toy_cfg("one-stage", **{"train.grad_clip": clip,
+                                  "train.clip_per_encoder": per_encoder})
+    trainer = Trainer(cfg, toy_batches(), embed_dim=16, progress=False)
+    trainer.fit()  # the last step's clipped gradients stay on the parameters
+
+    def norm(name):
+        params = list(trainer.encoders[name].parameters()) + [
+            trainer.logit_scales[name].log_scale]
+        return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params
+                                    if p.grad is not None)))
+
+    a, b = norm("A"), norm("B")
+    if per_encoder:
+        assert a == pytest.approx(clip, rel=1e-3) and b == pytest.approx(clip, rel=1e-3)
+    else:
+        assert (a * a + b * b) ** 0.5 == pytest.approx(clip, rel=1e-3)
+        assert a < clip and b < clip
+
+
+def test_table5_scope_switch():
+    from mmmixlab.objectives import Phase
+
+    class Ctx:
+        mix = preset("tiny").replace(**{"mix.modalities": ("text",)}).mix
+
+    assert Phase.first_stage_modalities(Ctx) == ("text",)  # both stages (default)
+    Ctx.mix = preset("tiny").replace(**{"mix.modalities": ("text",),
+                                        "mix.modality_scope": "stage2"}).mix
+    assert set(Phase.first_stage_modalities(Ctx)) == {"image", "text", "point"}
+    with pytest.raises(ValueError, match="modality_scope"):
+        preset("tiny").replace(**{"mix.modality_scope": "stage1"}).validate()

@@ -135,19 +135,54 @@ def _same_frozen_encoders(done: dict, quality: dict) -> bool:
     return all(theirs.get(k) == quality[k] for k in ("caption_top1", "image_top1"))
 
 
+def _exact_stage1_reuse(folder: Path) -> bool:
+    """The run in ``folder`` took its stage 1 from another run and continued its random
+    streams (``stage1.json``): its results are those of the full run."""
+    record = folder / "stage1.json"
+    return record.is_file() and json.loads(record.read_text()).get("streams", "").startswith(
+        "continued from")
+
+
+def _finished(cfg: RunConfig, folder: Path, quality: dict) -> dict | None:
+    """``metrics.json`` of a finished run in ``folder`` of the same config (up to a stage 1
+    reused exactly) and the same frozen encoders, else None."""
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.exists():
+        return None
+    done = json.loads(metrics_path.read_text())
+    theirs = json.loads(json.dumps(done.get("config", {})))
+    if _exact_stage1_reuse(folder):
+        theirs.setdefault("train", {})["stage1_checkpoint"] = cfg.train.stage1_checkpoint
+    if _same_result_config(theirs, cfg.to_dict()) and _same_frozen_encoders(done, quality):
+        return done
+    return None
+
+
 def _load_or_run(cfg: RunConfig, folder: Path, world, progress: bool,
-                 quality: dict | None = None) -> dict:
+                 quality: dict | None = None, stage1_from: Path | None = None) -> dict:
     """A finished run of the same config and the same frozen encoders in ``folder`` is loaded
     (e.g. one ``mmmixlab ablate`` computed for the notebook); anything else is trained (a run
-    against other frozen encoders, e.g. a cache rebuilt elsewhere, would not be paired)."""
-    metrics_path = folder / "metrics.json"
+    against other frozen encoders, e.g. a cache rebuilt elsewhere, would not be paired).
+    ``stage1_from``: a finished ``fm`` run whose stage 1 an ``mm-mixing`` run takes instead
+    of training it again (bit for bit the same run: see ``Trainer._stage1_end_state``)."""
     quality = quality if quality is not None else frozen_encoder_quality(world)
-    if metrics_path.exists():
-        done = json.loads(metrics_path.read_text())
-        if (_same_result_config(done.get("config", {}), cfg.to_dict())
-                and _same_frozen_encoders(done, quality)):
-            return done
+    done = _finished(cfg, folder, quality)
+    if done is not None:
+        return done
+    if stage1_from is not None:
+        cfg = cfg.replace(**{"train.stage1_checkpoint": str(stage1_from)})
     return run(cfg, folder, progress=progress, world=world)
+
+
+def _stage1_source(cfg: RunConfig, fm_folder: Path, quality: dict) -> Path | None:
+    """The finished fm run of the same seed and stage-1 config, with its phase-boundary
+    checkpoint, that an mm-mixing run can continue from; else None."""
+    if cfg.train.variant != "mm-mixing" or cfg.train.stage1_checkpoint:
+        return None
+    fm = cfg.replace(**{"train.variant": "fm"})
+    ok = (_finished(fm, fm_folder, quality) is not None and (fm_folder / "final.pt").is_file()
+          and (fm_folder / "checkpoints" / "last.pt").is_file())
+    return fm_folder if ok else None
 
 
 def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_dir,
@@ -185,24 +220,34 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
               f"runs, about {est / 60:.0f} min here (from a measured step of each phase)\n"
               + protocol_line(protocol), flush=True)
     runs = []
+    # fm first: each mm-mixing run then takes its seed's fm run as stage 1 (the same stage 1,
+    # trained once; the result is bit for bit the full run's)
+    labels = [r[0] for r in rows]
+    rows = sorted(rows, key=lambda r: r[1] != "fm")
+    fm_label = next((label for label, v, m in rows if v == "fm" and m is None), None)
     for label, variant, mods in rows:
         for seed in seeds:
             cfg = base.replace(**{"train.variant": variant, "train.seed": seed})
             if mods is not None:
                 cfg = cfg.replace(**{"mix.modalities": mods})
-            slug = label.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
-            metrics = _load_or_run(cfg, out_dir / f"{slug}-seed{seed}", world, progress,
-                                   quality)
+            metrics = _load_or_run(cfg, out_dir / f"{_slug(label)}-seed{seed}", world,
+                                   progress, quality,
+                                   _stage1_source(cfg, out_dir / f"{_slug(fm_label)}-seed{seed}",
+                                                  quality) if fm_label else None)
             runs.append({"row": label, "seed": seed, "metrics": headline(metrics)})
             print(f"{label:24s} seed {seed}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in headline(metrics).items()), flush=True)
-    summary, diffs = summarize_runs(runs, [r[0] for r in rows], seeds)
+    summary, diffs = summarize_runs(runs, labels, seeds)
     result = {"runs": runs, "summary": summary, "diff_vs_baseline": diffs, "seeds": seeds,
               "protocol": protocol, "world": world.key,
               "frozen_encoders": quality, "config": base.to_dict()}
     write_json(result, out_dir / "ablation.json")
     (out_dir / "ablation.md").write_text(ablation_markdown(result))
     return result
+
+
+def _slug(label: str) -> str:
+    return label.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
 
 
 def summarize_runs(runs: list, labels: Sequence[str], seeds: Sequence[int]):

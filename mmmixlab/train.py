@@ -190,6 +190,13 @@ class Trainer(StepContext):
         self.local_generator = torch.Generator().manual_seed(
             tc.seed * 1_000_003 + 7919 * (dist_utils.rank() + 1))
         self.history: list = []
+        streams = getattr(self, "_stage1_streams", {})
+        if "path" in streams:  # stage 2 continues the streams of the stage 1 it starts from
+            self.generator.set_state(streams["generator"])
+            self.local_generator.set_state(streams["local"])
+            self.history = list(streams["history"])
+            if streams["scale_A"] is not None:
+                self.logit_scales["A"].load_state_dict(streams["scale_A"])
         self.runlog = RunLog(self.out_dir, main=self.main, progress=self.progress)
 
     def _record_source(self, path: Path, record_name: str, what: str) -> str:
@@ -241,7 +248,47 @@ class Trainer(StepContext):
             # is not written there (stage1.json names the file it came from)
             self.unsaved.add("A")
         self.encoders["A"] = encoder.to(self.device)
+        stage1 = next(p for p in self.phases if isinstance(p, FeatureMixing))
         self.phases = [p for p in self.phases if isinstance(p, Stage2)]
+        self._stage1_streams = self._stage1_end_state(file, stage1.epochs)
+        record = self.out_dir / "stage1.json" if self.out_dir is not None else None
+        if record is not None and self.main:
+            info = json.loads(record.read_text())
+            info["streams"] = (f"continued from {self._stage1_streams['path']}: stage 2 runs as "
+                               f"in a full run" if "path" in self._stage1_streams
+                               else f"fresh ({self._stage1_streams['why']})")
+            record.write_text(json.dumps(info))
+
+    def _stage1_end_state(self, file: Path, epochs: int) -> dict:
+        """Where a full run's random streams stand when its stage 2 begins, when ``file``'s run
+        folder holds it: the ``checkpoints/last.pt`` a finished ``fm`` run (or ``mm-mixing``
+        after stage 1) wrote at its phase boundary, for a config that agrees with this one on
+        everything stage 1 reads. Then stage 2 from that run equals stage 2 of a full run, bit
+        for bit (``ablate`` reuses an ``fm`` run so). ``{"why"}`` when it cannot."""
+        ck = file.parent / "checkpoints" / CHECKPOINT_NAME
+        if not ck.is_file():
+            return {"why": f"no {ck}"}
+        try:
+            state = torch.load(ck, map_location="cpu", weights_only=True)
+            src = RunConfig.from_dict(state["config"])
+        except Exception as err:  # noqa: BLE001 (an unreadable checkpoint: start fresh)
+            return {"why": f"{ck} unreadable ({type(err).__name__})"}
+        phases = plan_phases(src.train.variant, src.train.epochs_stage1, src.train.epochs_stage2,
+                             src.train.budget)
+        done = [p for p in phases[:state.get("phase", 0)]]
+        diff = _config_diff(src.to_dict(), self.cfg.to_dict(),
+                            ignore=RESUME_MAY_CHANGE + STAGE2_ONLY)
+        if diff:
+            return {"why": f"its config differs in what stage 1 reads: {diff[:3]}"}
+        if not (done and isinstance(done[-1], FeatureMixing) and done[-1].epochs == epochs
+                and state.get("epoch") == 0 and state.get("step_in_epoch") == 0):
+            return {"why": f"{ck} is not the end of a {epochs}-epoch stage 1"}
+        if state.get("world_size", 1) != dist_utils.world_size():
+            return {"why": "written by another number of ranks"}
+        return {"path": str(ck), "generator": state["generator"],
+                "local": state["local_generators"][dist_utils.rank()],
+                "history": state.get("history", []),
+                "scale_A": state.get("logit_scales", {}).get("A")}
 
     def _init_from(self, path: Path) -> None:
         """Fine-tuning: every encoder this run trains starts from the judged encoder of the run
@@ -610,6 +657,10 @@ class Trainer(StepContext):
 RESUME_MAY_CHANGE = ("train.device", "train.num_threads", "train.checkpoint_every",
                      "train.eval_every", "train.log_every", "data.num_workers",
                      "data.prefetch_factor", "data.max_bad_share")
+# What only stage 2 reads (or names the run): an fm run and an mm-mixing run that agree on all
+# the rest share their stage 1 bit for bit
+STAGE2_ONLY = ("train.variant", "train.epochs_stage2", "train.stage1_checkpoint",
+               "train.stage2_init", "train.init_from", "mix.input_variant", "train.budget")
 
 
 def enable_determinism() -> None:

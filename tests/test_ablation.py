@@ -1,5 +1,7 @@
 """The ablation protocol: epochs per row, paired seeds, intervals, and the bugs it exposed."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -164,3 +166,36 @@ def test_table5_scope_switch():
     assert set(Phase.first_stage_modalities(Ctx)) == {"image", "text", "point"}
     with pytest.raises(ValueError, match="modality_scope"):
         preset("tiny").replace(**{"mix.modality_scope": "stage1"}).validate()
+
+
+def test_mm_mixing_from_a_finished_fm_run_equals_a_full_run(tmp_path):
+    """fm is stage 1 of mm-mixing (same seed, same streams); stage 2 started from the fm run's
+    folder continues its random streams, so the result is the full run's, bit for bit."""
+    from mmmixlab.checkpoints import save_final
+
+    base = {"train.encoder": "pointbert-tiny",
+            "train.encoder_overrides": {"num_groups": 16, "group_size": 16}}
+    full = Trainer(toy_cfg("mm-mixing", **base), toy_batches(d=16), embed_dim=16,
+                   progress=False).fit()
+    fm_cfg = toy_cfg("fm", **base)
+    fm = Trainer(fm_cfg, toy_batches(d=16), embed_dim=16, out_dir=tmp_path / "fm",
+                 progress=False).fit()
+    save_final(fm, fm_cfg, tmp_path / "fm" / "final.pt")
+    for k, v in full.encoders["A"].state_dict().items():  # fm's A is mm-mixing's stage 1
+        assert torch.equal(v, fm.encoders["A"].state_dict()[k]), k
+    reuse = Trainer(toy_cfg("mm-mixing", **base, **{"train.stage1_checkpoint":
+                                                     str(tmp_path / "fm")}),
+                    toy_batches(d=16), embed_dim=16, out_dir=tmp_path / "mm", progress=False)
+    assert [p.name for p in reuse.phases] == ["stage2"]
+    out = reuse.fit()
+    for name in ("A", "B"):
+        for k, v in full.encoders[name].state_dict().items():
+            assert torch.equal(v, out.encoders[name].state_dict()[k]), (name, k)
+    assert [h["phase"] for h in out.history] == [h["phase"] for h in full.history]
+    assert "continued from" in json.loads((tmp_path / "mm" / "stage1.json").read_text())["streams"]
+    # another stage-1 config (beta): A is still taken, the streams start fresh, and it says so
+    other = Trainer(toy_cfg("mm-mixing", **base, **{"train.stage1_checkpoint":
+                                                     str(tmp_path / "fm"), "mix.beta": 0.4}),
+                    toy_batches(d=16), embed_dim=16, out_dir=tmp_path / "mm2", progress=False)
+    assert "fresh" in json.loads((tmp_path / "mm2" / "stage1.json").read_text())["streams"]
+    assert other.phases[0].name == "stage2"

@@ -236,3 +236,25 @@ def test_cli_ablation_options(cache, tmp_path, capsys):
     res = json.loads((tmp_path / "conv" / "E1" / "ablation.json").read_text())
     assert res["protocol"]["budget"] == "total"
     assert res["protocol"]["epochs"]["baseline-2x"] == [["baseline", 4]]  # 2 x (1 + 1)
+
+
+def test_ablate_trains_stage1_once_for_fm_and_mm_mixing(cache, tmp_path):
+    """mm-mixing takes its seed's fm run as stage 1: the same numbers as a full run, and a
+    rerun loads both."""
+    import json
+
+    from mmmixlab import pipeline
+    cfg = small_cfg(cache, **{"train.encoder": "pointnet"})
+    result = ablate(cfg, ["mm-mixing", "fm"], [0, 1], tmp_path / "abl", announce=False)
+    assert list(result["summary"]) == ["mm-mixing", "fm"]  # the order asked for
+    record = json.loads((tmp_path / "abl" / "mm-mixing-seed0" / "stage1.json").read_text())
+    assert record["streams"].startswith("continued from") and "fm-seed0" in record["path"]
+    full = pipeline.run(cfg.replace(**{"train.variant": "mm-mixing", "train.seed": 0}),
+                        tmp_path / "full", progress=False)
+    reused = json.loads((tmp_path / "abl" / "mm-mixing-seed0" / "metrics.json").read_text())
+    assert reused["zero_shot"] == full["zero_shot"]
+    assert reused["linear_probe"] == full["linear_probe"]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "abl").glob("*/final.pt")}
+    again = ablate(cfg, ["mm-mixing", "fm"], [0, 1], tmp_path / "abl", announce=False)
+    assert again["runs"] == result["runs"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # loaded, not trained again

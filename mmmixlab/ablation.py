@@ -24,7 +24,8 @@ from .pipeline import frozen_encoder_quality, prepare_world, run, write_json
 from .stats import mean_interval, paired_difference
 from .train import plan_phases
 
-__all__ = ["HEADLINE", "ablate", "ablation_markdown", "find_converged_epochs", "protocol_of"]
+__all__ = ["HEADLINE", "ablate", "ablation_markdown", "check_sweeps", "find_converged_epochs",
+           "parse_sweep", "protocol_of", "sweep_rows"]
 
 HEADLINE = {
     "zs_test_top1": ("zero_shot", "test", "top1"),
@@ -58,6 +59,71 @@ def plan_rows(variants: Sequence[str], modality_sets: Sequence[tuple] = ()) -> l
     return rows
 
 
+# What a sweep may not vary: the protocol's core (a row's epochs, network, batch) and what
+# makes the world or the frozen encoders (rows would no longer be paired).
+SWEEP_REFUSED = ("train.epochs_stage1", "train.epochs_stage2", "train.budget",
+                 "train.encoder", "train.encoder_overrides", "train.batch_size",
+                 "train.variant", "train.seed", "train.stage1_checkpoint", "train.init_from",
+                 "data.root", "data.split", "data.synth_", "clip.", "cache_dir")
+
+
+def _value_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def parse_sweep(text: str) -> tuple[str, list]:
+    """``FIELD=V1,V2[,...]`` -> (field, values); values are JSON where they parse
+    (``true``, ``0.5``), else strings (``fps``)."""
+    field, eq, rest = text.partition("=")
+    values = [v.strip() for v in rest.split(",") if v.strip()]
+    if not eq or not field.strip() or len(values) < 1:
+        raise ValueError(f"--sweep expects FIELD=V1,V2[,...], got {text!r}")
+    parsed = []
+    for v in values:
+        try:
+            parsed.append(json.loads(v))
+        except json.JSONDecodeError:
+            parsed.append(v)
+    return field.strip(), parsed
+
+
+def check_sweeps(base: RunConfig, sweeps) -> list:
+    """The sweeps, each ``(field, values)`` checked: a known config field outside the
+    protocol's core, every value of its type and valid. One-line errors name both."""
+    out = []
+    for field, values in sweeps:
+        refused = next((r for r in SWEEP_REFUSED if field == r or (r.endswith(("_", "."))
+                                                                    and field.startswith(r))),
+                       None)
+        if refused:
+            raise ValueError(f"--sweep {field}: refused, it changes the protocol's core (epochs, "
+                             f"network, batch) or the world and frozen encoders the rows are "
+                             f"paired on; run another ablation for it")
+        for value in values:
+            try:
+                base.replace(**{field: value}).validate()
+            except ValueError as err:
+                raise ValueError(f"--sweep {field}={_value_text(value)}: {err}") from None
+        out.append((field, list(values)))
+    return out
+
+
+def sweep_rows(rows: list, base: RunConfig, sweeps) -> list:
+    """``(label, variant, modalities, overrides)`` per row: the plan's rows at the defaults,
+    then, for each swept value that is not the default, every row again labelled
+    ``label [field=value]``."""
+    out = [(label, v, m, {}) for label, v, m in rows]
+    for field, values in sweeps:
+        section, _, key = field.partition(".")
+        default = base.to_dict()[section][key]
+        for value in values:
+            if json.dumps(value) == json.dumps(default):
+                continue  # the default rows are this value
+            out += [(f"{label} [{field}={_value_text(value)}]", v, m, {field: value})
+                    for label, v, m in rows]
+    return out
+
+
 def protocol_of(base: RunConfig, variants, seeds, modality_sets=()) -> dict:
     """Everything that decides what a row's numbers mean; stored with every table."""
     tc = base.train
@@ -82,9 +148,13 @@ def protocol_line(protocol: dict) -> str:
     table5 = (f" Table 5 rows drop their terms in "
               f"{'both stages' if scope == 'both' else 'stage 2 only'} (mix.modality_scope="
               f"{scope})." if any("(" in label for label in e) else "")
+    swept = protocol.get("sweeps") or {}
+    sweeps = (" Swept (every row again, same seeds): " + "; ".join(
+        f"{f} = {', '.join(_value_text(v) for v in vals)}" for f, vals in swept.items()) + "."
+        if swept else "")
     return (f"Protocol: budget {protocol['budget']} (epochs per row: {plan}); "
             f"{len(protocol['seeds'])} paired seeds {protocol['seeds']}; {protocol['reading']}; "
-            f"encoder {protocol['encoder']}, batch {protocol['batch_size']}.{table5}")
+            f"encoder {protocol['encoder']}, batch {protocol['batch_size']}.{table5}{sweeps}")
 
 
 def estimate_seconds(base: RunConfig, world, rows, seeds) -> float:
@@ -187,17 +257,22 @@ def _stage1_source(cfg: RunConfig, fm_folder: Path, quality: dict) -> Path | Non
 
 def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_dir,
            modality_sets: Sequence[tuple] = (), progress: bool = False,
-           announce: bool = True) -> dict:
+           announce: bool = True, sweeps=()) -> dict:
     """Train and evaluate every (row, seed); write ``ablation.json`` and ``ablation.md``.
 
+    ``sweeps``: ``[(field, values)]`` (``--sweep FIELD=V1,V2``): every row again at each value,
+    with the same paired seeds, world and frozen encoders, differing only in that field.
     Returns ``{"runs", "summary": {row: {metric: {mean, sd, lo, hi, n}}}, "diff_vs_baseline":
-    {row: {metric: {mean, lo, hi, sd, n}}}, "protocol", ...}``.
+    {row: {metric: {mean, lo, hi, sd, n}}}`` (a swept row against the baseline at the same
+    value), ``"diff_vs_default"`` (a swept row against itself at the default), ``"protocol"``.
     """
+    sweeps = check_sweeps(base, sweeps)
     seeds = list(seeds)
     if len(seeds) < 2:
         raise ValueError(f"intervals over seeds need at least 2 seeds, got {len(seeds)}")
     out_dir = Path(out_dir)
     protocol = protocol_of(base, variants, seeds, modality_sets)
+    protocol["sweeps"] = {f: v for f, v in sweeps}
     previous = out_dir / "ablation.json"
     if previous.exists():
         old = json.loads(previous.read_text()).get("protocol") or {}
@@ -213,9 +288,10 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     world = prepare_world(base, progress=progress)
     quality = frozen_encoder_quality(world)
-    rows = plan_rows(variants, modality_sets)
+    plain = plan_rows(variants, modality_sets)
+    rows = sweep_rows(plain, base, sweeps)
     if announce:
-        est = estimate_seconds(base, world, rows, seeds)
+        est = estimate_seconds(base, world, [r[:3] for r in rows], seeds)
         print(f"ablation plan: {len(rows)} rows x {len(seeds)} seeds = {len(rows) * len(seeds)} "
               f"runs, about {est / 60:.0f} min here (from a measured step of each phase)\n"
               + protocol_line(protocol), flush=True)
@@ -224,10 +300,12 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
     # trained once; the result is bit for bit the full run's)
     labels = [r[0] for r in rows]
     rows = sorted(rows, key=lambda r: r[1] != "fm")
-    fm_label = next((label for label, v, m in rows if v == "fm" and m is None), None)
-    for label, variant, mods in rows:
+    fm_labels = {json.dumps(o, sort_keys=True): label for label, v, m, o in rows
+                 if v == "fm" and m is None}
+    for label, variant, mods, overrides in rows:
+        fm_label = fm_labels.get(json.dumps(overrides, sort_keys=True))
         for seed in seeds:
-            cfg = base.replace(**{"train.variant": variant, "train.seed": seed})
+            cfg = base.replace(**{"train.variant": variant, "train.seed": seed, **overrides})
             if mods is not None:
                 cfg = cfg.replace(**{"mix.modalities": mods})
             metrics = _load_or_run(cfg, out_dir / f"{_slug(label)}-seed{seed}", world,
@@ -238,7 +316,13 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
             print(f"{label:24s} seed {seed}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in headline(metrics).items()), flush=True)
     summary, diffs = summarize_runs(runs, labels, seeds)
-    result = {"runs": runs, "summary": summary, "diff_vs_baseline": diffs, "seeds": seeds,
+    to_default = {label: {k: paired_difference(
+                      [r["metrics"][k] for r in runs if r["row"] == label],
+                      [r["metrics"][k] for r in runs if r["row"] == label.split(" [")[0]])
+                      for k in summary[label]}
+                  for label in labels if " [" in label}
+    result = {"runs": runs, "summary": summary, "diff_vs_baseline": diffs,
+              "diff_vs_default": to_default, "seeds": seeds,
               "protocol": protocol, "world": world.key,
               "frozen_encoders": quality, "config": base.to_dict()}
     write_json(result, out_dir / "ablation.json")
@@ -256,8 +340,10 @@ def summarize_runs(runs: list, labels: Sequence[str], seeds: Sequence[int]):
     for label in labels:
         vals = [by[(label, s)] for s in seeds]
         summary[label] = {k: mean_interval([v[k] for v in vals]) for k in vals[0]}
-        if "baseline" in labels and label != "baseline":
-            base = [by[("baseline", s)] for s in seeds]
+        suffix = label[label.index(" ["):] if " [" in label else ""
+        baseline = "baseline" + suffix  # the baseline at the same swept value
+        if baseline in labels and label != baseline:
+            base = [by[(baseline, s)] for s in seeds]
             diffs[label] = {k: paired_difference([v[k] for v in vals], [b[k] for b in base])
                             for k in vals[0] if k in base[0]}
     return summary, diffs
@@ -282,6 +368,15 @@ def ablation_markdown(result: dict, metrics: Sequence[str] | None = None) -> str
             cells.append("" if d is None else
                          f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    to_default = result.get("diff_vs_default") or {}
+    if to_default:
+        lines += ["", "Swept rows against the same row at the default value (paired seeds):", "",
+                  "| run | " + " | ".join(f"Δ {c}" for c in cols) + " |",
+                  "|---" * (len(cols) + 1) + "|"]
+        for label, d in to_default.items():
+            lines.append(f"| {label} | " + " | ".join(
+                f"{100 * d[c]['mean']:+.1f} [{100 * d[c]['lo']:+.1f}, {100 * d[c]['hi']:+.1f}]"
+                for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -169,6 +169,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "baseline-2x lies within the baseline's interval (converged)")
     p.add_argument("--modality-sets", default="",
                    help="Table 5 rows for mm-mixing, e.g. T,T+I,T+P,T+I+P")
+    p.add_argument("--sweep", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="every row again at each value of a config field, same paired seeds "
+                        "(repeatable; one field varied at a time), e.g. mix.mix_prob=0.5,1.0 "
+                        "or mix.align_unmixed=false")
     p.add_argument("--out", required=True)
     _common(p, variant=False)
 
@@ -351,8 +355,9 @@ def _dispatch(args) -> int:
             res = find_converged_epochs(cfg, candidates, list(range(args.seeds)), args.out)
             print(f"converged stage length: {res['epochs']} (see {args.out}/convergence.json)")
             return 0
+        from .ablation import parse_sweep
         ablate(cfg, variants, list(range(args.seeds)), args.out,
-               _modality_sets(args.modality_sets))
+               _modality_sets(args.modality_sets), sweeps=[parse_sweep(t) for t in args.sweep])
         print((Path(args.out) / "ablation.md").read_text())
     return 0
 

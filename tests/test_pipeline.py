@@ -1,6 +1,7 @@
 """End to end on a shrunken tiny world: data -> frozen encoders -> training -> metrics."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,68 @@ def test_ablate_trains_stage1_once_for_fm_and_mm_mixing(cache, tmp_path):
     again = ablate(cfg, ["mm-mixing", "fm"], [0, 1], tmp_path / "abl", announce=False)
     assert again["runs"] == result["runs"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # loaded, not trained again
+
+
+def test_sweep_rows_share_seeds_and_differ_only_in_the_field(cache, tmp_path):
+    import json
+    cfg = small_cfg(cache, **{"train.encoder": "pointnet"})
+    result = ablate(cfg, ["baseline", "fm"], [0, 1], tmp_path / "abl", announce=False,
+                    sweeps=[("mix.mix_prob", [0.5, 1.0])])  # 1.0 is the default: not twice
+    assert list(result["summary"]) == ["baseline", "fm", "baseline [mix.mix_prob=0.5]",
+                                       "fm [mix.mix_prob=0.5]"]
+    assert result["protocol"]["sweeps"] == {"mix.mix_prob": [0.5, 1.0]}
+    for seed in (0, 1):
+        a = json.loads((tmp_path / "abl" / f"fm-seed{seed}" / "metrics.json").read_text())
+        b = json.loads((tmp_path / "abl" / f"fm_[mix.mix_prob=0.5]-seed{seed}" /
+                        "metrics.json").read_text())
+        diff = [(s, k) for s in a["config"] for k in a["config"][s] or {}
+                if isinstance(a["config"][s], dict) and a["config"][s][k] != b["config"][s][k]]
+        assert diff == [("mix", "mix_prob")], diff
+    # the baseline draws no mixing: the same numbers at any mix_prob (the pairing holds)
+    assert result["diff_vs_default"]["baseline [mix.mix_prob=0.5]"]["zs_test_top1"]["mean"] == 0
+    assert "fm [mix.mix_prob=0.5]" in result["diff_vs_baseline"]
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "Swept (every row again, same seeds): mix.mix_prob = 0.5, 1.0." in md
+    assert "at the default value" in md
+
+
+@pytest.mark.parametrize("sweep,match", [
+    ("train.lr=abc", r"--sweep train\.lr=abc: train\.lr must be a number, got 'abc'"),
+    ("mix.nope=1", r"--sweep mix\.nope=1: unknown config field 'mix\.nope'"),
+    ("mix.mix_prob=2", r"--sweep mix\.mix_prob=2: mix\.mix_prob must lie in \[0, 1\]"),
+    ("train.epochs_stage1=3,5", r"--sweep train\.epochs_stage1: refused"),
+    ("clip.model=ViT-B-32", r"--sweep clip\.model: refused"),
+    ("mix.beta", r"--sweep expects FIELD=V1,V2"),
+])
+def test_bad_sweeps_get_one_line_errors(tmp_path, capsys, sweep, match):
+    import re
+    assert main(["ablate", "--variants", "baseline", "--seeds", "2", "--out",
+                 str(tmp_path / "a"), "--sweep", sweep]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(match, err), err
+
+
+@pytest.mark.slow
+def test_notebook_08_reads_and_plots_a_sweep(tmp_path, monkeypatch):
+    """Notebook 08 with SWEEPS set (a cell after the parameters cell, papermill-style): the
+    sweep table and chart appear, with the swept rows beside their defaults."""
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parents[1]
+    for k, v in {"MMMIXLAB_SMOKE": "1", "MMMIXLAB_CACHE": str(tmp_path / "cache"),
+                 "MMMIXLAB_FIGURES": str(tmp_path / "figures"), "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(k, v)
+    nb = nbformat.read(root / "notebooks" / "08_ablations.ipynb", as_version=4)
+    k = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(k + 1, nbformat.v4.new_code_cell(
+        "SWEEPS = ['mix.mix_prob=0.5']\nBACKBONE = 'pointnet'"))
+    NotebookClient(nb, timeout=900, kernel_name="python3",
+                   resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors, errors[0]["evalue"]
+    last = json.dumps(nb.cells[-1].outputs)
+    assert "[mix.mix_prob=0.5]" in last and "vs default" in last

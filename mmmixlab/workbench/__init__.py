@@ -16,7 +16,7 @@ The paper's own numbers, shown beside ours, live in :mod:`mmmixlab.paper`. ``mak
 """
 
 from ..paper import ABLATION_TABLES, PAPER, paper_table
-from .ablations import ablation, ablation_summary, ablation_tables, protocol_text
+from .ablations import ablation, ablation_summary, ablation_tables, protocol_text, sweep_table
 from .benchmarks import (
     benchmark_confusion,
     benchmark_evals,
@@ -65,5 +65,5 @@ __all__ = [
     "get_run", "get_runs", "get_world", "hard_samples", "mix_feature_agreement",
     "modality_features", "notebook_config", "one_step", "paper_table", "pick_examples",
     "predictions", "protocol_text", "released_runs", "released_table", "results_table",
-    "retrieval_rows", "run_dir", "run_point_features", "world_table",
+    "retrieval_rows", "run_dir", "run_point_features", "sweep_table", "world_table",
 ]

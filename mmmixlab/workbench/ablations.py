@@ -15,25 +15,28 @@ from .runs import config_key
 
 
 def ablation(cfg: RunConfig, variants: Sequence[str], seeds: int, modality_sets=(),
-             progress: bool = False, out=None) -> dict:
+             progress: bool = False, out=None, sweeps: Sequence[str] = ()) -> dict:
     """``ablation.ablate`` (what ``mmmixlab ablate`` runs), cached under
     ``cache/ablations/<hash>``: computed results are loaded, not retrained (so are single
     runs of an interrupted plan). ``out``: a folder of ``mmmixlab ablate --out DIR`` instead,
     whose finished runs of the same configs are loaded. ``modality_sets`` are strings like
-    ``"T+I"``."""
-    from ..ablation import ablate, plan_rows
+    ``"T+I"``; ``sweeps`` like ``"mix.mix_prob=0.5,1.0"`` (``mmmixlab ablate --sweep``)."""
+    from ..ablation import ablate, check_sweeps, parse_sweep, plan_rows, sweep_rows
 
     names = {"T": "text", "I": "image", "P": "point"}
     sets = [tuple(names[m] for m in s.split("+")) for s in modality_sets]
-    blob = json.dumps([config_key(cfg), list(variants), int(seeds), sets])
+    swept = check_sweeps(cfg, [parse_sweep(t) for t in sweeps])
+    blob = json.dumps([config_key(cfg), list(variants), int(seeds), sets]
+                      + ([swept] if swept else []))
     out = Path(out).expanduser() if out else resolve_cache_dir(cfg.cache_dir) / "ablations" / \
         hashlib.sha1(blob.encode()).hexdigest()[:10]
     done = out / "ablation.json"
-    wanted = {label for label, _, _ in plan_rows(variants, sets)}
+    wanted = {r[0] for r in sweep_rows(plan_rows(variants, sets), cfg, swept)}
     stored = json.loads(done.read_text()) if done.exists() else {}
     if stored.get("seeds") != list(range(int(seeds))) or not wanted <= set(
             stored.get("summary", {})):
-        ablate(cfg, list(variants), list(range(int(seeds))), out, sets, progress=progress)
+        ablate(cfg, list(variants), list(range(int(seeds))), out, sets, progress=progress,
+               sweeps=swept)
     return json.loads((out / "ablation.json").read_text())
 
 
@@ -82,3 +85,29 @@ def ablation_tables(result: dict, metrics=("zs_test_top1", "zs_scan_top1")) -> d
         if data:
             tables[title] = pd.DataFrame.from_dict(data, orient="index").round(1)
     return tables
+
+
+def sweep_table(result: dict, metrics=("zs_test_top1", "zs_scan_top1")):
+    """The swept rows of an :func:`ablation` (``label [field=value]``), in %: mean [95%
+    interval], the paired difference to the baseline at the same value and to the same row at
+    the default value. None when nothing was swept."""
+    import pandas as pd
+
+    rows = [label for label in result["summary"] if " [" in label]
+    if not rows:
+        return None
+
+    def fmt(d):
+        return f"{100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+
+    data = {}
+    for label in rows:
+        cells = {}
+        for m in metrics:
+            s = result["summary"][label][m]
+            cells[f"{m}"] = f"{100 * s['mean']:.1f} [{100 * s['lo']:.1f}, {100 * s['hi']:.1f}]"
+            d = result.get("diff_vs_baseline", {}).get(label, {}).get(m)
+            cells[f"{m} Δ vs baseline"] = fmt(d) if d else ""
+            cells[f"{m} Δ vs default"] = fmt(result["diff_vs_default"][label][m])
+        data[label] = cells
+    return pd.DataFrame.from_dict(data, orient="index")

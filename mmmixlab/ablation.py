@@ -229,19 +229,60 @@ def _finished(cfg: RunConfig, folder: Path, quality: dict) -> dict | None:
 
 
 def _load_or_run(cfg: RunConfig, folder: Path, world, progress: bool,
-                 quality: dict | None = None, stage1_from: Path | None = None) -> dict:
+                 quality: dict | None = None, stage1_from: Path | None = None,
+                 mm_folder: Path | None = None) -> dict:
     """A finished run of the same config and the same frozen encoders in ``folder`` is loaded
     (e.g. one ``mmmixlab ablate`` computed for the notebook); anything else is trained (a run
     against other frozen encoders, e.g. a cache rebuilt elsewhere, would not be paired).
     ``stage1_from``: a finished ``fm`` run whose stage 1 an ``mm-mixing`` run takes instead
-    of training it again (bit for bit the same run: see ``Trainer._stage1_end_state``)."""
+    of training it again (bit for bit the same run: see ``Trainer._stage1_end_state``);
+    ``mm_folder``: a finished ``mm-mixing`` run whose stage-1 encoder an ``fm`` run is."""
     quality = quality if quality is not None else frozen_encoder_quality(world)
     done = _finished(cfg, folder, quality)
     if done is not None:
         return done
+    if mm_folder is not None:
+        made = _fm_from_mm_mixing(cfg, folder, mm_folder, world, quality)
+        if made is not None:
+            return made
     if stage1_from is not None:
         cfg = cfg.replace(**{"train.stage1_checkpoint": str(stage1_from)})
     return run(cfg, folder, progress=progress, world=world)
+
+
+def _fm_from_mm_mixing(cfg: RunConfig, folder: Path, mm_folder: Path, world,
+                       quality: dict) -> dict | None:
+    """The reverse of :func:`_stage1_source`: an ``fm`` run written from a finished
+    ``mm-mixing`` run of the same seed and stage-1 config (its A is the stage-1 encoder, frozen
+    in stage 2): A, its logit scale and the stage-1 history saved as the fm run and evaluated,
+    nothing trained. None when there is no such run."""
+    from .checkpoints import encoders_of_state, read_run_state, save_final
+    from .losses import LogitScale
+    from .pipeline import evaluate_encoder
+    from .train import TrainResult
+
+    mm = cfg.replace(**{"train.variant": "mm-mixing"})
+    done = _finished(mm, mm_folder, quality)
+    if cfg.train.variant != "fm" or done is None:
+        return None
+    state, path = read_run_state(mm_folder)
+    _, encoders = encoders_of_state(state, path, names=["A"])
+    scale = LogitScale()
+    if "A" in state.get("logit_scales", {}):
+        scale.load_state_dict(state["logit_scales"]["A"])
+    history = [h for h in state.get("history", done.get("history", []))
+               if h.get("phase") == "stage1"]
+    result = TrainResult({"A": encoders["A"]}, {"A": scale}, history, 0.0,
+                         int(state["embed_dim"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(cfg.to_json())
+    save_final(result, cfg, folder / "final.pt")
+    metrics = evaluate_encoder(encoders["A"], world, cfg)
+    metrics.update(frozen_encoders=quality, history=history, config=cfg.to_dict(),
+                   world=world.key, ranks=1, seconds={"train": 0.0},
+                   stage1_of=str(mm_folder))
+    write_json(metrics, folder / "metrics.json")
+    return metrics
 
 
 def _stage1_source(cfg: RunConfig, fm_folder: Path, quality: dict) -> Path | None:
@@ -302,8 +343,12 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
     rows = sorted(rows, key=lambda r: r[1] != "fm")
     fm_labels = {json.dumps(o, sort_keys=True): label for label, v, m, o in rows
                  if v == "fm" and m is None}
+    mm_labels = {json.dumps(o, sort_keys=True): label for label, v, m, o in rows
+                 if v == "mm-mixing" and m is None}
     for label, variant, mods, overrides in rows:
-        fm_label = fm_labels.get(json.dumps(overrides, sort_keys=True))
+        key = json.dumps(overrides, sort_keys=True)
+        fm_label = fm_labels.get(key)
+        mm_label = mm_labels.get(key) if variant == "fm" else None
         for seed in seeds:
             cfg = base.replace(**{"train.variant": variant, "train.seed": seed, **overrides})
             if mods is not None:
@@ -311,7 +356,9 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
             metrics = _load_or_run(cfg, out_dir / f"{_slug(label)}-seed{seed}", world,
                                    progress, quality,
                                    _stage1_source(cfg, out_dir / f"{_slug(fm_label)}-seed{seed}",
-                                                  quality) if fm_label else None)
+                                                  quality) if fm_label else None,
+                                   out_dir / f"{_slug(mm_label)}-seed{seed}" if mm_label
+                                   else None)
             runs.append({"row": label, "seed": seed, "metrics": headline(metrics)})
             print(f"{label:24s} seed {seed}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in headline(metrics).items()), flush=True)

@@ -324,3 +324,25 @@ def test_notebook_08_reads_and_plots_a_sweep(tmp_path, monkeypatch):
     assert not errors, errors[0]["evalue"]
     last = json.dumps(nb.cells[-1].outputs)
     assert "[mix.mix_prob=0.5]" in last and "vs default" in last
+
+
+def test_ablate_reads_fm_off_a_finished_mm_mixing_run(cache, tmp_path, monkeypatch):
+    """The reverse reuse: fm added to a folder that holds mm-mixing is mm-mixing's stage-1
+    encoder, evaluated, not trained; its numbers are those of a trained fm run."""
+    import json
+
+    from mmmixlab import ablation
+    cfg = small_cfg(cache, **{"train.encoder": "pointnet"})
+    ablate(cfg, ["mm-mixing"], [0, 1], tmp_path / "abl", announce=False)
+    trained = []
+    real_run = ablation.run
+    monkeypatch.setattr(ablation, "run", lambda c, f, **kw: trained.append(f) or real_run(
+        c, f, **kw))
+    result = ablate(cfg, ["fm", "mm-mixing"], [0, 1], tmp_path / "abl", announce=False)
+    assert trained == []  # fm read off mm-mixing, mm-mixing loaded
+    fm0 = json.loads((tmp_path / "abl" / "fm-seed0" / "metrics.json").read_text())
+    assert fm0["stage1_of"].endswith("mm-mixing-seed0")
+    alone = pipeline.run(cfg.replace(**{"train.variant": "fm", "train.seed": 0}),
+                         tmp_path / "fm-alone", progress=False)
+    assert fm0["zero_shot"] == alone["zero_shot"] and fm0["retrieval"] == alone["retrieval"]
+    assert set(result["summary"]) == {"fm", "mm-mixing"}

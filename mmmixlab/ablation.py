@@ -334,7 +334,7 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
     if announce:
         est = estimate_seconds(base, world, [r[:3] for r in rows], seeds)
         print(f"ablation plan: {len(rows)} rows x {len(seeds)} seeds = {len(rows) * len(seeds)} "
-              f"runs, about {est / 60:.0f} min here (from a measured step of each phase)\n"
+              f"runs, about {duration_text(est)} here (from a measured step of each phase)\n"
               + protocol_line(protocol), flush=True)
     runs = []
     # fm first: each mm-mixing run then takes its seed's fm run as stage 1 (the same stage 1,
@@ -375,6 +375,15 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
     write_json(result, out_dir / "ablation.json")
     (out_dir / "ablation.md").write_text(ablation_markdown(result))
     return result
+
+
+def duration_text(seconds: float) -> str:
+    """``48 s``, ``7 min``, ``2.5 h``: a plan's estimate in the unit that reads."""
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _slug(label: str) -> str:

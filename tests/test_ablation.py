@@ -199,3 +199,10 @@ def test_mm_mixing_from_a_finished_fm_run_equals_a_full_run(tmp_path):
                     toy_batches(d=16), embed_dim=16, out_dir=tmp_path / "mm2", progress=False)
     assert "fresh" in json.loads((tmp_path / "mm2" / "stage1.json").read_text())["streams"]
     assert other.phases[0].name == "stage2"
+
+
+def test_plan_estimates_read_in_their_unit():
+    from mmmixlab.ablation import duration_text
+
+    assert [duration_text(x) for x in (0.2, 48, 61, 42 * 60, 3 * 3600)] == \
+        ["1 s", "48 s", "1 min", "42 min", "3.0 h"]

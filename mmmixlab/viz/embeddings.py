@@ -31,12 +31,38 @@ def class_colors(n: int) -> list:
     return [matplotlib.colors.to_hex(colors[i % len(colors)]) for i in range(n)]
 
 
-def save(fig, folder, name: str, dpi: int = 110) -> Path:
-    """Write a matplotlib figure to ``folder/name`` (a PNG; the folder is created)."""
-    path = Path(folder).expanduser() / name
+class WrittenFigure(type(Path())):
+    """The path of a figure :func:`save` wrote; shown as a sentence in a notebook."""
+
+    def __repr__(self) -> str:
+        return f"figure written to {self}"
+
+
+def save(fig, folder, name: str, dpi: int = 110, show: bool = True) -> Path:
+    """Write a matplotlib figure to ``folder/name`` (a PNG; the folder is created), then close
+    it, so a notebook shows it once: here when ``show`` (the figure is the cell's picture), not
+    at all with ``show=False`` (an interactive version was displayed already). Returns the
+    path (its repr is a short sentence)."""
+    import matplotlib.pyplot as plt
+
+    path = WrittenFigure(Path(folder).expanduser() / name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    if show:
+        _show_in_notebook(fig)
+    plt.close(fig)
     return path
+
+
+def _show_in_notebook(fig) -> None:
+    """Display ``fig`` when running in an IPython kernel (never in a plain process)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(fig)
 
 
 @dataclass

@@ -341,6 +341,10 @@ def test_retrieval_rows_and_examples(triplets, features):
     assert rows["hits"].shape == (2, 3) and rows["row_labels"] == ["a", "a"]
     assert 0 not in rows["hits"][0] and 2 not in rows["hits"][1]  # the query left out
     assert rows["query_labels"] == [0, 1] and rows["queries"][0].shape == (N, 6)
+    two = {"a": feats["a"], "b": {"test": F.normalize(torch.randn(6, 8), dim=-1)}}
+    rows = workbench.retrieval_rows("pc2pc", two, world, "test", [0, 2], k=3)
+    assert rows["row_labels"] == ["a", "b", "a", "b"]  # per query, the methods side by side
+    assert rows["query_labels"] == [0, 0, 1, 1]
     text = workbench.retrieval_rows("text2pc", feats, world, "test", [3], k=2)
     assert text["queries"] == ["a desk number 3"]
     fig = viz.retrieval_grid(**text)

@@ -52,20 +52,22 @@ def pick_examples(triplets, n: int = 4) -> list:
 
 def retrieval_rows(task: str, point_feats: dict, world: pipeline.World, split: str,
                    queries: Sequence[int], k: int = 5) -> dict:
-    """Arguments for ``viz.retrieval_grid``: for each method (``{name: {split: feats}}``) and
-    query, the query item (cloud, image or caption) and its top-k clouds of ``split``.
-    ``task``: ``pc2pc`` (the query left out of the gallery), ``img2pc`` or ``text2pc``."""
+    """Arguments for ``viz.retrieval_grid``: for each query and method (``{name: {split:
+    feats}}``), the query item (cloud, image or caption) and its top-k clouds of ``split``,
+    the methods of one query in adjacent rows so they compare at a glance. ``task``:
+    ``pc2pc`` (the query left out of the gallery), ``img2pc`` or ``text2pc``."""
     t, f = world.splits[split], world.features[split]
-    items, hits, row_labels, qlabels = [], [], [], []
+    tops = {}
     for name, feats in point_feats.items():
         gallery = feats[split]
         q = {"pc2pc": gallery, "img2pc": f.image[:, 0], "text2pc": f.text[:, 0]}[task]
-        top = top_k(q, gallery, k, exclude_self=task == "pc2pc").numpy()
-        for i in queries:
-            row = list(top[i])
+        tops[name] = top_k(q, gallery, k, exclude_self=task == "pc2pc").numpy()
+    items, hits, row_labels, qlabels = [], [], [], []
+    for i in queries:
+        for name, top in tops.items():
             items.append({"pc2pc": t.points[i], "img2pc": t.images[i, 0],
                           "text2pc": (t.captions[i] or [""])[0]}[task])
-            hits.append(row)
+            hits.append(list(top[i]))
             row_labels.append(name)
             qlabels.append(int(t.labels[i]))
     return {"queries": items, "hits": np.asarray(hits), "query_labels": qlabels,

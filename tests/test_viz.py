@@ -316,11 +316,18 @@ def test_retrieve_excludes_self():
     assert (top != np.arange(6)[:, None]).all()
 
 
-def test_notebook_config_smoke_and_key(tmp_path):
+def test_notebook_config_smoke_and_key(tmp_path, capsys):
     cfg = workbench.notebook_config(cache=str(tmp_path), epochs=(3, 4), device="cpu")
     assert (cfg.train.epochs_stage1, cfg.train.epochs_stage2, cfg.train.eval_every) == (3, 4, 1)
+    assert capsys.readouterr().out == ""  # no note outside smoke mode
     smoke = workbench.notebook_config(cache=str(tmp_path), smoke=True)
     assert smoke.train.epochs_stage1 == 1 and smoke.data.synth_train_per_class == 4
+    note = capsys.readouterr().out.strip()  # the notebook's first output says what smoke is
+    from mmmixlab.data import SynthConfig
+    shapes = smoke.data.synth_train_per_class * len(SynthConfig().categories)
+    assert note == workbench.SMOKE_NOTE and f"{shapes} training shapes" in note
+    assert f"{smoke.train.epochs_stage1}+{smoke.train.epochs_stage2} epochs" in note
+    assert f"{smoke.clip.tiny_steps} steps" in note and "chance" in note
     clip = workbench.notebook_config(cache=str(tmp_path), clip="ViT-B-32/openai")
     assert (clip.clip.model, clip.clip.pretrained) == ("ViT-B-32", "openai")
     # the run key ignores where and on what it runs, not what it learns

@@ -26,6 +26,7 @@ from .benchmarks import (
     released_runs,
 )
 from .runs import (
+    SMOKE_NOTE,
     SMOKE_OVERRIDES,
     Run,
     config_key,
@@ -58,7 +59,7 @@ from .tables import (
 )
 
 __all__ = [
-    "ABLATION_TABLES", "PAPER", "SMOKE_OVERRIDES", "SPLIT_NAMES", "Run", "ablation",
+    "ABLATION_TABLES", "PAPER", "SMOKE_NOTE", "SMOKE_OVERRIDES", "SPLIT_NAMES", "Run", "ablation",
     "ablation_summary", "ablation_tables", "benchmark_confusion", "benchmark_evals",
     "benchmark_hard_samples", "benchmark_retrieval_rows", "benchmark_table", "config_key",
     "confusable_pair", "confused_pairs_table", "confusion", "evaluate", "feature_table",

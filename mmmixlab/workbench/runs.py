@@ -71,7 +71,13 @@ def notebook_config(data_root: str | None = None, clip: str = "synth-tiny",
             updates["train.encoder_overrides"] = {"num_groups": 16, "group_size": 16}
         elif backbone.startswith("openshape-pointbert"):  # smoke clouds have 256 points
             updates["train.encoder_overrides"] = {"num_patches": 16, "patch_points": 16}
+        print(SMOKE_NOTE)
     return preset("tiny").replace(**updates).validate()
+
+
+SMOKE_NOTE = ("smoke mode (MMMIXLAB_SMOKE=1): 64 training shapes, 1+1 epochs, 30 steps of frozen-"
+              "encoder pre-training; models sit near chance and baseline and MM-Mixing may be "
+              "identical: that is expected here, unset MMMIXLAB_SMOKE for real numbers")
 
 
 def config_key(cfg: RunConfig) -> str:

@@ -199,11 +199,11 @@ def zero_shot_callback(world: World, cfg: RunConfig):
 
 
 def train_variant(cfg: RunConfig, world: World, out_dir=None, resume: bool = False,
-                  progress: bool = True, on_epoch=None) -> TrainResult:
+                  progress: bool = True, on_epoch=None, on_step=None) -> TrainResult:
     evaluate = zero_shot_callback(world, cfg) if world.eval_splits else None
     trainer = Trainer(cfg, training_batches(cfg, world), embed_dim=world.dim,
                       out_dir=out_dir, evaluate=evaluate, progress=progress)
-    return trainer.fit(resume=resume, on_epoch=on_epoch)
+    return trainer.fit(resume=resume, on_epoch=on_epoch, on_step=on_step)
 
 
 def frozen_encoder_quality(world: World) -> dict:
@@ -230,7 +230,7 @@ def frozen_features_digest(world: World) -> str:
 
 
 def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
-        world: Optional[World] = None, on_epoch=None) -> dict:
+        world: Optional[World] = None, on_epoch=None, on_step=None) -> dict:
     """Prepare, train, evaluate; write ``final.pt`` and ``metrics.json`` into ``out_dir``.
 
     Under ``torchrun`` every rank trains on its share of each global batch; rank 0 builds the
@@ -248,7 +248,7 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
         if dist_utils.is_distributed() and main:
             torch.distributed.barrier()
     result = train_variant(cfg, world, out_dir, resume=resume, progress=progress,
-                           on_epoch=on_epoch)
+                           on_epoch=on_epoch, on_step=on_step)
     if not main:
         return {}
     save_final(result, cfg, out_dir / "final.pt")

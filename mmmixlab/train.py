@@ -505,8 +505,13 @@ class Trainer(StepContext):
             self.logit_scales[n].requires_grad_(n in phase.trains)
         return phase
 
-    def fit(self, resume: bool = False, on_epoch: Optional[Callable[[dict], None]] = None
-            ) -> TrainResult:
+    def fit(self, resume: bool = False, on_epoch: Optional[Callable[[dict], None]] = None,
+            on_step: Optional[Callable[[dict], None]] = None) -> TrainResult:
+        """Run every phase. ``on_epoch(record)`` after each epoch (loss terms, temperature,
+        zero-shot where evaluated); ``on_step(record)`` at each log point (every
+        ``train.log_every`` steps: ``phase``, ``x`` = epochs done so far as a fraction, ``loss``,
+        ``temperature``), for live curves from the first steps."""
+        self._on_step = on_step
         tc = self.cfg.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
@@ -616,6 +621,11 @@ class Trainer(StepContext):
             if logging_now:
                 self.runlog.step(done, phase.name, epoch + 1, terms, float(scale().detach()),
                                  sched.get_last_lr()[0], samples / dt, t0 - t_wait)
+                if getattr(self, "_on_step", None) is not None and self.main:
+                    self._on_step({"phase": phase.name, "epoch": epoch + 1,
+                                   "x": len(self.history) + step / len(self.batches),
+                                   "loss": float(loss.detach()),
+                                   "temperature": scale.temperature})
             if show_bar:  # .item() waits for the device: only when someone watches
                 bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{scale.temperature:.4f}")
             if saving_now:

@@ -190,7 +190,7 @@ def test_training_curves():
     assert names == ["loss (stage1)", "temperature (stage1)", "loss (stage2)",
                      "temperature (stage2)", "zero-shot test", "zero-shot scan"]
     assert list(fig.data[2].x) == [3] and list(fig.data[0].y) == [3.0, 2.5]
-    assert list(fig.data[4].y) == [0.1, 0.2, 0.3]
+    assert list(fig.data[4].y) == pytest.approx([10.0, 20.0, 30.0])  # %, as in the tables
     assert any(s.x0 == 2.5 for s in fig.layout.shapes)  # stage boundary marked
     assert len(viz.training_curves([]).data) == 0
 
@@ -206,6 +206,29 @@ def test_live_curves_grow():
     assert len(live.history) == 3
     cached = viz.LiveCurves().show_history(HISTORY)
     assert len(cached.widget.data) == 6
+
+
+def test_live_curves_move_within_the_first_stage1_epoch():
+    """Trainer.fit(on_step=...) feeds the curves before any epoch ends (notebooks 00, 03, 04
+    pass LiveCurves as on_epoch and its .step as on_step)."""
+    from mmmixlab.train import Trainer
+    from tests.helpers.toy import toy_batches, toy_cfg
+
+    live = viz.LiveCurves()
+    seen = []
+
+    def on_step(record):
+        live.step(record)
+        seen.append((record["x"], len(live.history), len(live.widget.data[0].x)))
+
+    Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False).fit(
+        on_epoch=live, on_step=on_step)
+    first = [s for s in seen if s[0] <= 1]  # stage 1, epoch 1: 3 steps of 8 of 24 shapes
+    assert [round(x, 3) for x, _, _ in first] == [0.333, 0.667, 1.0]
+    assert all(h == 0 for _, h, _ in first)  # no epoch had finished, the curve grew already
+    assert [n for _, _, n in first] == [1, 2, 3]
+    assert {t.name for t in live.widget.data} >= {"loss per step (stage1)",
+                                                  "loss per step (stage2)", "loss (stage1)"}
 
 
 SUMMARY = {"baseline": {"zs_test_top1": {"mean": 0.5, "lo": 0.4, "hi": 0.6},

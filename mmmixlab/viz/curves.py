@@ -20,15 +20,25 @@ METRIC_LABELS = {
 
 
 def training_curves(history: Sequence[dict], title: str | None = None,
-                    height: int = 320) -> go.Figure:
-    """Loss, temperature and per-epoch zero-shot top-1 against the running epoch.
+                    height: int = 320, steps: Sequence[dict] = ()) -> go.Figure:
+    """Loss, temperature and per-epoch zero-shot top-1 (%) against the running epoch.
 
     One trace per phase for loss and temperature (``"loss (stage1)"``, ...), one per eval
     split for zero-shot (``"zero-shot test"``); dotted lines mark where a phase starts.
+    ``steps``: per-step records (``x`` = epochs done as a fraction, ``loss``, ``temperature``),
+    drawn as thin lines, so a curve grows from the first steps of an epoch.
     """
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
-                        subplot_titles=("loss", "temperature", "zero-shot top-1"))
+                        subplot_titles=("loss", "temperature", "zero-shot top-1 (%)"))
     x = np.arange(1, len(history) + 1)
+    for phase in dict.fromkeys(r["phase"] for r in steps):
+        sel = [r for r in steps if r["phase"] == phase]
+        color = PHASE_COLORS.get(phase, "#333333")
+        for col, key in ((1, "loss"), (2, "temperature")):
+            fig.add_trace(go.Scatter(x=[r["x"] for r in sel], y=[r[key] for r in sel],
+                                     mode="lines", name=f"{key} per step ({phase})",
+                                     line={"color": color, "width": 1}, opacity=0.5,
+                                     legendgroup=phase, showlegend=col == 1), 1, col)
     phases = list(dict.fromkeys(r["phase"] for r in history))
     for phase in phases:
         sel = [k for k, r in enumerate(history) if r["phase"] == phase]
@@ -43,7 +53,8 @@ def training_curves(history: Sequence[dict], title: str | None = None,
     for split, color in SPLIT_COLORS.items():
         key = f"zero_shot_{split}_top1"
         if any(key in r for r in history):
-            fig.add_trace(go.Scatter(x=x, y=[r.get(key) for r in history],
+            fig.add_trace(go.Scatter(x=x, y=[100 * r[key] if r.get(key) is not None else None
+                                             for r in history],
                                      name=f"zero-shot {split}", mode="lines+markers",
                                      line={"color": color}), 1, 3)
     fig.update_xaxes(title_text="epoch")
@@ -53,19 +64,26 @@ def training_curves(history: Sequence[dict], title: str | None = None,
 
 
 class LiveCurves:
-    """A ``FigureWidget`` of :func:`training_curves` that grows as epochs finish.
+    """A ``FigureWidget`` of :func:`training_curves` that grows as steps and epochs finish.
 
-    Pass the object as ``on_epoch`` to a training call; display ``.widget``. When nothing
+    Pass the object as ``on_epoch`` (and its :meth:`step` as ``on_step``) to a training call;
+    display ``.widget``. When nothing
     was trained (a cached run), :meth:`show_history` draws the stored history instead.
     """
 
     def __init__(self, title: str | None = None):
         self.title = title
         self.history: list = []
+        self.steps: list = []
         self.widget = go.FigureWidget(training_curves([], title))
 
     def __call__(self, record: dict) -> None:
         self.history.append(dict(record))
+        self._redraw()
+
+    def step(self, record: dict) -> None:
+        """A logged step (``Trainer.fit(on_step=...)``): the curves move within an epoch."""
+        self.steps.append(dict(record))
         self._redraw()
 
     def show_history(self, history: Sequence[dict]) -> LiveCurves:
@@ -75,7 +93,7 @@ class LiveCurves:
         return self
 
     def _redraw(self) -> None:
-        new = training_curves(self.history, self.title)
+        new = training_curves(self.history, self.title, steps=self.steps)
         with self.widget.batch_update():
             self.widget.data = []
             self.widget.add_traces(list(new.data))

@@ -130,7 +130,8 @@ def get_run(cfg: RunConfig, variant: str | None = None,
             retrain: bool = False, **overrides) -> Run:
     """Train ``variant`` once (then reuse it): ``final.pt`` + ``metrics.json`` in the cache.
 
-    ``on_epoch(record)`` is called after every epoch while training (live curves); progress
+    ``on_epoch(record)`` is called after every epoch while training (live curves; its
+    ``step(record)`` method, when it has one, at every logged step too); progress
     bars and per-epoch log lines are shown only without it (``progress=None``). An interrupted
     run resumes from its last checkpoint; ``retrain=True`` deletes the cached run first.
     ``overrides`` are dotted config fields.
@@ -145,7 +146,8 @@ def get_run(cfg: RunConfig, variant: str | None = None,
         shutil.rmtree(path)
     if not ((path / "final.pt").exists() and (path / "metrics.json").exists()):
         pipeline.run(cfg, path, resume=True, progress=progress,
-                     world=get_world(cfg, progress), on_epoch=on_epoch)
+                     world=get_world(cfg, progress), on_epoch=on_epoch,
+                     on_step=getattr(on_epoch, "step", None))
     _, encoders = pipeline.load_run(path, device=resolve_device(cfg.train.device))
     metrics = json.loads((path / "metrics.json").read_text())
     return Run(path, cfg, metrics, encoders)

@@ -14,10 +14,11 @@ import math
 import pytest
 import torch
 
-from mmmixlab.mixing import input_mix, pair_indices, sample_lambda
+from mmmixlab.mixing import input_mix
 from mmmixlab.objectives import FeatureMixing, Joint, Stage2
 from mmmixlab.train import Trainer
 from tests.helpers.toy import toy_batches, toy_cfg
+from tests.test_objectives import draw  # the trainer's mixing draw, replayed
 
 N_POINTS = 64  # toy_batches' clouds per step
 
@@ -102,18 +103,6 @@ def setting(phase, align_unmixed=True, **extra):
     return trainer, batch, step
 
 
-def replay_draw(trainer, b):
-    """The trainer's mixing draw (pairs, Beta ratios, the mixing coin), from a copy of its
-    random stream, and the generator positioned where input mixing continues."""
-    g = torch.Generator()
-    g.set_state(trainer.local_generator.get_state())
-    mc = trainer.cfg.mix
-    partner = pair_indices(b, mc.pairing, generator=g)
-    lam = sample_lambda(mc.beta, b, generator=g)
-    assert float(torch.rand((), generator=g)) < mc.mix_prob
-    return partner, lam, g
-
-
 def hand_features(trainer, batch, phase, partner, lam, g):
     """Unit features (float64) of what each role's clouds are, and the exact lam_x."""
     mc = trainer.cfg.mix
@@ -148,7 +137,7 @@ def test_phase_loss_equals_the_equations(phase, align_unmixed):
     for e in trainer.encoders.values():
         e.eval()
     b = batch.points.shape[0]
-    partner, lam, g = replay_draw(trainer, b) if phase != "baseline" else (None, None, None)
+    partner, lam, g = draw(trainer, b) if phase != "baseline" else (None, None, None)
     assert phase == "baseline" or not torch.equal(partner, torch.arange(b))
     feats, lam_x = (hand_features(trainer, batch, phase, partner, lam, g) if phase != "baseline"
                     else ({"A": unit(trainer.encoders["A"](batch.points).double().detach())},

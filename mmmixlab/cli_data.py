@@ -161,5 +161,9 @@ def _print_imported(out) -> None:
     if reported:
         print("reported zero-shot top-1: " + ", ".join(f"{k} {v:.1f}"
                                                        for k, v in reported.items()))
+    if info.get("not_imported"):
+        skipped = info["not_imported"]
+        print(f"not imported (outside the 3D network): {', '.join(skipped[:6])}"
+              + (f" (+{len(skipped) - 6} more)" if len(skipped) > 6 else ""))
     print(f"next: mmmixlab eval --run {out} --benchmark modelnet40=PATH  |  mmmixlab classify "
           f"FILES --run {out} --classes a,b,c")

@@ -177,8 +177,9 @@ def _plain_numpy_globals(path: Path) -> list:
     return out
 
 
-def _state_dict_of(obj: dict, where: str) -> tuple[dict, str]:
-    """(network tensors with wrapper prefixes removed, layout) of a loaded checkpoint."""
+def _state_dict_of(obj: dict, where: str) -> tuple[dict, str, list]:
+    """(network tensors with wrapper prefixes removed, layout, names of the tensors outside
+    the network's prefix) of a loaded checkpoint."""
     sd = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
     if not isinstance(sd, dict) or not sd:
         raise ValueError(f"{where}: no state dict found (expected a dict of tensors, or one under "
@@ -186,18 +187,21 @@ def _state_dict_of(obj: dict, where: str) -> tuple[dict, str]:
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ValueError(f"{where}: its state dict holds no tensors")
-    layout = "openshape-train"
-    if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
-    if all(k.startswith("pc_encoder.") for k in tensors):  # OpenShape demo's file layout
-        tensors = {k[len("pc_encoder."):]: v for k, v in tensors.items()}
-        layout = "openshape-demo"
+    layout, outside = "openshape-train", []
+    # the network under a wrapper's prefix (DDP's module., OpenShape's demo files' pc_encoder.):
+    # tensors outside it (a text projection, say) are not the 3D encoder; they are listed in
+    # released.json ("not_imported"), never silently used or dropped
+    for prefix, name in (("module.", "openshape-train"), ("pc_encoder.", "openshape-demo")):
+        if any(k.startswith(prefix) for k in tensors):
+            outside += [k for k in tensors if not k.startswith(prefix)]
+            tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            layout = name if prefix == "pc_encoder." else layout
     bare = ("sa.", "lift.", "cls_token", "transformer.")
     if any(k.startswith(bare) for k in tensors) and not any(k.startswith("ppat.")
                                                             for k in tensors):
         tensors = {f"ppat.{k}": v for k, v in tensors.items()}  # PointPatchTransformer alone
         layout += "-unprojected"
-    return tensors, layout
+    return tensors, layout, outside
 
 
 def _logit_scale_of(obj: dict) -> Optional[float]:
@@ -298,9 +302,11 @@ def recognise(obj: dict, where: str = "checkpoint", size: Optional[str] = None,
     """
     from .encoders.openshape_pointbert import SIZES
 
-    sd, layout = _state_dict_of(obj, where)
+    sd, layout, outside = _state_dict_of(obj, where)
     if any(k.startswith("ppat.") for k in sd):
-        return _recognise_pointbert(sd, layout, where, size, hint)
+        rec = _recognise_pointbert(sd, layout, where, size, hint)
+        rec.info["not_imported"] = outside
+        return rec
     try:
         from . import released_sparseconv
     except ImportError:  # pragma: no cover - the module ships with the package
@@ -310,6 +316,7 @@ def recognise(obj: dict, where: str = "checkpoint", size: Optional[str] = None,
             raise ValueError(f"--size {size!r} applies to OpenShape's Point-BERT; {where} holds "
                              f"a SparseConv (MinkowskiEngine) network")
         converted, info = released_sparseconv.convert_minkowski_state_dict(sd)
+        info["not_imported"] = outside
         return Recognised("sparseconv", None, info.get("encoder_overrides", {}),
                           info["out_dim"], info["in_channels"], converted, layout, info)
     sample = ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(sd.items())[:5])
@@ -468,6 +475,7 @@ def import_checkpoint(file, out, *, name: Optional[str] = None, size: Optional[s
         "trained_on": release.trained_on if release else None,
         "note": release.note if release else "",
         "checkpoint_extras": sorted(k for k in obj if k != "state_dict"),
+        "not_imported": rec.info.get("not_imported", []),
     }
     write_json(record, out / "released.json")
     return out

@@ -513,3 +513,21 @@ def test_numpy_scalars_beside_the_weights_are_plain_data(tmp_path):
     with pytest.raises(ValueError, match="refusing to load"):
         read_checkpoint_file(tmp_path / "evil.pt")
     assert not (tmp_path / "ran").exists()
+
+
+def test_demo_file_with_tensors_outside_the_network(tmp_path, capsys):
+    """OpenShape's demo files hold the 3D encoder under pc_encoder. beside other tensors: the
+    encoder is imported, the others are named, not used and not silently dropped."""
+    sd = released_state_dict(L14, prefix="pc_encoder.")
+    sd["text_proj.weight"] = torch.zeros(768, 768)
+    torch.save(sd, tmp_path / "l14.pt")
+    assert main(["import-checkpoint", str(tmp_path / "l14.pt"), "--out", str(tmp_path / "run"),
+                 "--name", "openshape-pointbert-vitl14-rgb"]) == 0
+    assert "not imported (outside the 3D network): text_proj.weight" in capsys.readouterr().out
+    info = json.loads((tmp_path / "run" / "released.json").read_text())
+    assert info["not_imported"] == ["text_proj.weight"] and info["size"] == "l14"
+    # inside the network's prefix, an extra tensor is refused, never loaded partially
+    sd["pc_encoder.adapter.weight"] = torch.zeros(4, 4)
+    torch.save(sd, tmp_path / "l14-adapter.pt")
+    with pytest.raises(ValueError, match=r"unexpected adapter\.weight \(4, 4\)"):
+        import_checkpoint(tmp_path / "l14-adapter.pt", tmp_path / "run2")

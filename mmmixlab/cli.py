@@ -298,6 +298,11 @@ def _dispatch(args) -> int:
     if args.command == "eval":
         if args.benchmark or args.data:
             return _eval_elsewhere(args)
+        from .released import release_info
+        if Path(args.run).is_dir() and release_info(args.run) is not None:
+            raise ValueError(f"{args.run} is an imported release: it has no training world of "
+                             f"its own to evaluate on; give --benchmark NAME=PATH (e.g. "
+                             f"modelnet40=data/OpenShape/meta_data) or --data FOLDER")
         cfg, encoders = pipeline.load_run(args.run, device=args.device or "cpu")
         if args.device:
             cfg = cfg.replace(**{"train.device": args.device})

@@ -375,6 +375,11 @@ def test_imported_run_classifies_in_openshape_convention(g14_release, tmp_path, 
         assert got[c] == pytest.approx(prob, abs=2e-3)
 
 
+def test_eval_without_a_benchmark_says_what_to_give(g14_release, capsys):
+    assert main(["eval", "--run", str(g14_release["run"])]) == 2
+    assert "imported release" in capsys.readouterr().err
+
+
 def test_width_mismatch_with_class_features_is_an_error(g14_release, tmp_path):
     mn = realdata.write_modelnet40_hdf5(tmp_path, per_class=1)
     small = _class_feature_file(tmp_path, MODELNET40_CLASSES, dim=32)

@@ -215,7 +215,15 @@ class Trainer(StepContext):
         return digest
 
     def _read_source(self, path: Path, what: str):
-        """(config, encoder, file) of the judged encoder of a run folder or file."""
+        """(config, encoder, file) of the judged encoder of a run folder or file. Building it
+        leaves torch's global random stream where it was (the run's own draws do not shift)."""
+        rng = torch.get_rng_state()
+        try:
+            return self._read_source_unseeded(path, what)
+        finally:
+            torch.set_rng_state(rng)
+
+    def _read_source_unseeded(self, path: Path, what: str):
         try:
             state, file = read_run_state(path)
         except FileNotFoundError as err:

@@ -20,6 +20,7 @@ from mmmixlab.train import Trainer
 
 # encoder name -> (preset, feature width): the tiny CLIP's 64-d, OpenShape's 1280-d bigG.
 ENCODERS = {"pointbert-tiny": ("tiny", 64), "pointbert": ("paper", 1280),
+            "openshape-pointbert-tiny": ("tiny", 64), "openshape-pointbert": ("paper", 1280),
             "sparseconv-tiny": ("tiny", 64), "sparseconv": ("paper", 1280)}
 
 

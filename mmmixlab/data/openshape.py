@@ -25,10 +25,10 @@ each retrieval text (``original``; no template version exists). Per step one ent
 uniformly. (OpenShape draws one per *source* first, then one of the sources; with one entry per
 source this is the same up to weighting; uniform over entries is our documented choice.)
 
-Augmentations (OpenShape's loader habits, as separate functions so each is testable):
-:func:`swap_yz` (y-up to z-up, a column swap as OpenShape does it), :func:`normalize_unit_sphere`,
-:func:`rotate_z` (random rotation about the up axis), :func:`drop_rgb` (with p=0.5 the colour is
-replaced by a constant 0.4). Random subsampling to the model's point count happens first.
+Transforms (OpenShape's loader habits): :func:`swap_yz` (y-up to z-up, a column swap as
+OpenShape does it) and :func:`normalize_unit_sphere` on the points kept; the training
+augmentation (rotation about z, scale jitter, colour dropout) is :mod:`mmmixlab.augment`'s, the
+same on every data path. :func:`rotate_z` and :func:`drop_rgb` are the single-cloud forms.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import numpy as np
 __all__ = [
     "OpenShapeRecord",
     "OpenShapeTriplets",
-    "augment_points",
     "drop_rgb",
     "list_openshape_files",
     "normalize_unit_sphere",
@@ -111,21 +110,6 @@ def subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     if n >= k:
         return rng.choice(n, k, replace=False)
     return np.concatenate([rng.permutation(n), rng.integers(0, n, k - n)])
-
-
-def augment_points(xyz: np.ndarray, rgb: np.ndarray, rng: np.random.Generator, *,
-                   up_swap: bool = True, normalize: bool = True, rotate: bool = True,
-                   rgb_drop_prob: float = 0.5, rgb_drop_value: float = 0.4) -> np.ndarray:
-    """OpenShape's training transform of one cloud -> (P, 6) float32 xyz + rgb."""
-    if up_swap:
-        xyz = swap_yz(xyz)
-    if normalize:
-        xyz = normalize_unit_sphere(xyz)
-    if rotate:
-        xyz = rotate_z(xyz, rng.uniform(0.0, 2.0 * math.pi))
-    if rgb_drop_prob > 0:
-        rgb = drop_rgb(rgb, rng, rgb_drop_prob, rgb_drop_value)
-    return np.concatenate([np.asarray(xyz, np.float32), np.asarray(rgb, np.float32)], axis=1)
 
 
 # ---------------------------------------------------------------------------------- one file
@@ -464,11 +448,13 @@ def make_item(xyz, rgb, image_feat, thumbnail_feat, text_feats, index: int, name
         pts = subsample(pts[None], num_points, sampling, generator)[0]
     elif n > num_points:
         pts = pts[:num_points]
-    kept = augment_points(pts[:, :3].numpy(), pts[:, 3:].numpy(), rng,
-                          up_swap=transform.get("up_swap", True),
-                          normalize=transform.get("normalize", True), rotate=False,
-                          rgb_drop_prob=0.0)
-    pts = torch.from_numpy(np.ascontiguousarray(kept, dtype=np.float32))
+    xyz = pts[:, :3].numpy()
+    if transform.get("up_swap", True):
+        xyz = swap_yz(xyz)
+    if transform.get("normalize", True):
+        xyz = normalize_unit_sphere(xyz)
+    pts = torch.cat([torch.from_numpy(np.ascontiguousarray(xyz, dtype=np.float32)), pts[:, 3:]],
+                    dim=1)
     if augment:
         pts = augment_clouds(pts[None], generator, transform.get("rgb_drop_prob", 0.5),
                              rotate=transform.get("rotate", True),

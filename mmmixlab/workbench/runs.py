@@ -75,9 +75,19 @@ def notebook_config(data_root: str | None = None, clip: str = "synth-tiny",
     return preset("tiny").replace(**updates).validate()
 
 
-SMOKE_NOTE = ("smoke mode (MMMIXLAB_SMOKE=1): 64 training shapes, 1+1 epochs, 30 steps of frozen-"
-              "encoder pre-training; models sit near chance and baseline and MM-Mixing may be "
-              "identical: that is expected here, unset MMMIXLAB_SMOKE for real numbers")
+def _smoke_note() -> str:
+    from ..data import SynthConfig
+
+    o = SMOKE_OVERRIDES
+    shapes = o["data.synth_train_per_class"] * len(SynthConfig().categories)
+    return (f"smoke mode (MMMIXLAB_SMOKE=1): {shapes} training shapes, "
+            f"{o['train.epochs_stage1']}+{o['train.epochs_stage2']} epochs, "
+            f"{o['clip.tiny_steps']} steps of frozen-encoder pre-training; models sit near "
+            f"chance and baseline and MM-Mixing may be identical: that is expected here, unset "
+            f"MMMIXLAB_SMOKE for real numbers")
+
+
+SMOKE_NOTE = _smoke_note()  # derived from SMOKE_OVERRIDES, so the two cannot drift apart
 
 
 def config_key(cfg: RunConfig) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import FAITHFUL, RunConfig
+from .run_pool import Task, resolve_jobs, run_tasks
 from .pipeline import frozen_encoder_quality, prepare_world, run, write_json
 from .stats import mean_interval, paired_difference
 from .train import plan_phases
@@ -157,14 +158,20 @@ def protocol_line(protocol: dict) -> str:
             f"encoder {protocol['encoder']}, batch {protocol['batch_size']}.{table5}{sweeps}")
 
 
-def estimate_seconds(base: RunConfig, world, rows, seeds) -> float:
-    """Seconds the plan should take, from one measured step of each phase it uses."""
+def estimate_seconds(base: RunConfig, world, rows, seeds, jobs: int = 1) -> float:
+    """Seconds the plan should take, from one measured step of each phase it uses, at the
+    thread count each of ``jobs`` parallel runs gets (runs spread evenly over the jobs)."""
     import torch
+
+    from .run_pool import available_cores
 
     from .pipeline import training_batches
     from .train import Trainer
 
     step = {}
+    threads = torch.get_num_threads()
+    if jobs > 1:
+        torch.set_num_threads(base.train.num_threads or max(1, available_cores() // jobs))
     for _, variant, _ in rows:
         cfg = base.replace(**{"train.variant": variant})
         trainer = Trainer(cfg, training_batches(cfg, world), embed_dim=world.dim, progress=False)
@@ -179,12 +186,13 @@ def estimate_seconds(base: RunConfig, world, rows, seeds) -> float:
                 trainer._forward_backward(phase, batch)
                 times.append(time.perf_counter() - t)
             step[phase.name] = times[-1] * 1.15  # optimizer step, batching, logging
+    torch.set_num_threads(threads)
     steps = len(training_batches(base, world))
     tc = base.train
     total = sum(step[p.name] * p.epochs * steps
                 for _, v, _ in rows
                 for p in plan_phases(v, tc.epochs_stage1, tc.epochs_stage2, tc.budget))
-    return total * len(seeds)
+    return total * len(seeds) / jobs
 
 
 def _same_result_config(a: dict, b: dict) -> bool:
@@ -250,6 +258,15 @@ def _load_or_run(cfg: RunConfig, folder: Path, world, progress: bool,
     return run(cfg, folder, progress=progress, world=world)
 
 
+def _ablation_run(world, cfg: dict, folder: Path, progress: bool, quality: dict,
+                  fm_folder: Path | None, mm_folder: Path | None) -> dict:
+    """One (row, seed) of a plan, in this process or a :mod:`~mmmixlab.run_pool` worker:
+    loaded when finished, else trained (with its seed's fm run as stage 1 when there is one)."""
+    cfg = RunConfig.from_dict(cfg)
+    stage1_from = _stage1_source(cfg, fm_folder, quality) if fm_folder is not None else None
+    return _load_or_run(cfg, folder, world, progress, quality, stage1_from, mm_folder)
+
+
 def _fm_from_mm_mixing(cfg: RunConfig, folder: Path, mm_folder: Path, world,
                        quality: dict) -> dict | None:
     """The reverse of :func:`_stage1_source`: an ``fm`` run written from a finished
@@ -298,8 +315,13 @@ def _stage1_source(cfg: RunConfig, fm_folder: Path, quality: dict) -> Path | Non
 
 def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_dir,
            modality_sets: Sequence[tuple] = (), progress: bool = False,
-           announce: bool = True, sweeps=()) -> dict:
+           announce: bool = True, sweeps=(), jobs="auto") -> dict:
     """Train and evaluate every (row, seed); write ``ablation.json`` and ``ablation.md``.
+
+    ``jobs``: runs trained at once, each in its own process with ``cores // jobs`` threads
+    (:mod:`mmmixlab.run_pool`); ``"auto"`` is one per core on a CPU with the tiny world, 1 on
+    a GPU. The results are the same for any ``jobs`` when ``train.num_threads`` is fixed;
+    otherwise each run's numbers depend on its thread count, as any torch run's do.
 
     ``sweeps``: ``[(field, values)]`` (``--sweep FIELD=V1,V2``): every row again at each value,
     with the same paired seeds, world and frozen encoders, differing only in that field.
@@ -331,37 +353,46 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
     quality = frozen_encoder_quality(world)
     plain = plan_rows(variants, modality_sets)
     rows = sweep_rows(plain, base, sweeps)
+    jobs = resolve_jobs(jobs, base, len(rows) * len(seeds))
     if announce:
-        est = estimate_seconds(base, world, [r[:3] for r in rows], seeds)
+        est = estimate_seconds(base, world, [r[:3] for r in rows], seeds, jobs)
         print(f"ablation plan: {len(rows)} rows x {len(seeds)} seeds = {len(rows) * len(seeds)} "
-              f"runs, about {duration_text(est)} here (from a measured step of each phase)\n"
-              + protocol_line(protocol), flush=True)
-    runs = []
+              f"runs, {jobs} at a time, about {duration_text(est)} here (from a measured step "
+              f"of each phase)\n" + protocol_line(protocol), flush=True)
     # fm first: each mm-mixing run then takes its seed's fm run as stage 1 (the same stage 1,
-    # trained once; the result is bit for bit the full run's)
+    # trained once; the result is bit for bit the full run's), so it waits for that run
     labels = [r[0] for r in rows]
     rows = sorted(rows, key=lambda r: r[1] != "fm")
     fm_labels = {json.dumps(o, sort_keys=True): label for label, v, m, o in rows
                  if v == "fm" and m is None}
     mm_labels = {json.dumps(o, sort_keys=True): label for label, v, m, o in rows
                  if v == "mm-mixing" and m is None}
+    tasks, row_seed = [], {}
     for label, variant, mods, overrides in rows:
         key = json.dumps(overrides, sort_keys=True)
-        fm_label = fm_labels.get(key)
+        fm_label = fm_labels.get(key) if variant == "mm-mixing" and mods is None else None
         mm_label = mm_labels.get(key) if variant == "fm" else None
         for seed in seeds:
             cfg = base.replace(**{"train.variant": variant, "train.seed": seed, **overrides})
             if mods is not None:
                 cfg = cfg.replace(**{"mix.modalities": mods})
-            metrics = _load_or_run(cfg, out_dir / f"{_slug(label)}-seed{seed}", world,
-                                   progress, quality,
-                                   _stage1_source(cfg, out_dir / f"{_slug(fm_label)}-seed{seed}",
-                                                  quality) if fm_label else None,
-                                   out_dir / f"{_slug(mm_label)}-seed{seed}" if mm_label
-                                   else None)
-            runs.append({"row": label, "seed": seed, "metrics": headline(metrics)})
-            print(f"{label:24s} seed {seed}: " + ", ".join(
-                f"{k} {v:.3f}" for k, v in headline(metrics).items()), flush=True)
+            fm_folder = out_dir / f"{_slug(fm_label)}-seed{seed}" if fm_label else None
+            row_seed[f"{label} seed {seed}"] = (label, seed)
+            tasks.append(Task(
+                f"{label} seed {seed}", _ablation_run,
+                {"cfg": cfg.to_dict(), "folder": out_dir / f"{_slug(label)}-seed{seed}",
+                 "progress": progress and jobs == 1, "quality": quality,
+                 "fm_folder": fm_folder,
+                 "mm_folder": out_dir / f"{_slug(mm_label)}-seed{seed}" if mm_label else None},
+                after=f"{fm_label} seed {seed}" if fm_label else None))
+    by_key = {}
+    for key, metrics in run_tasks(tasks, jobs, base, world):
+        by_key[key] = headline(metrics)
+        label, seed = row_seed[key]
+        print(f"{label:24s} seed {seed}: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in by_key[key].items()), flush=True)
+    runs = [{"row": row_seed[t.key][0], "seed": row_seed[t.key][1], "metrics": by_key[t.key]}
+            for t in tasks]
     summary, diffs = summarize_runs(runs, labels, seeds)
     to_default = {label: {k: paired_difference(
                       [r["metrics"][k] for r in runs if r["row"] == label],
@@ -438,7 +469,7 @@ def ablation_markdown(result: dict, metrics: Sequence[str] | None = None) -> str
 
 def find_converged_epochs(base: RunConfig, candidates: Sequence[int], seeds: Sequence[int],
                           out_dir, metrics=("zs_test_top1", "zs_scan_top1"),
-                          progress: bool = False) -> dict:
+                          progress: bool = False, jobs="auto") -> dict:
     """The smallest stage length E (of ``candidates``) at which the baseline has converged:
     ``baseline-2x`` (2E epochs) lies within the 95% interval of ``baseline`` (E epochs) on
     every metric. Writes ``convergence.json``; returns ``{"epochs": E or None, "checks"}``."""
@@ -447,7 +478,7 @@ def find_converged_epochs(base: RunConfig, candidates: Sequence[int], seeds: Seq
     for e in candidates:
         cfg = base.replace(**{"train.epochs_stage1": int(e), "train.epochs_stage2": int(e)})
         res = ablate(cfg, ["baseline", "baseline-2x"], seeds, Path(out_dir) / f"E{e}",
-                     progress=progress)
+                     progress=progress, jobs=jobs)
         b, b2 = res["summary"]["baseline"], res["summary"]["baseline-2x"]
         ok = {m: b[m]["lo"] <= b2[m]["mean"] <= b[m]["hi"] for m in metrics}
         checks.append({"epochs": int(e), "within": ok,

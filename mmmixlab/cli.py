@@ -173,6 +173,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="every row again at each value of a config field, same paired seeds "
                         "(repeatable; one field varied at a time), e.g. mix.mix_prob=0.5,1.0 "
                         "or mix.align_unmixed=false")
+    p.add_argument("--jobs", default="auto",
+                   help="runs trained at once, each in its own process on cores/JOBS threads "
+                        "(default auto: one per core on a CPU with the tiny world, 1 on a GPU)")
     p.add_argument("--out", required=True)
     _common(p, variant=False)
 
@@ -187,12 +190,21 @@ def _demo(cfg: RunConfig, out: Path) -> None:
     from . import pipeline
     from .stats import binomial_se
 
+    from .run_pool import Task, resolve_jobs, run_tasks
+
     world = pipeline.prepare_world(cfg)
+    variants = ("baseline", "mm-mixing")
+    jobs = resolve_jobs("auto", cfg, len(variants))
+    if jobs > 1:
+        print(f"training {' and '.join(variants)} side by side, one process each", flush=True)
+    tasks = [Task(v, pipeline.run_task, {"cfg": cfg.replace(**{"train.variant": v}).to_dict(),
+                                         "out_dir": out / v, "progress": jobs == 1})
+             for v in variants]
     runs = {}
-    for variant in ("baseline", "mm-mixing"):
-        print(f"== {variant} ==", flush=True)
-        runs[variant] = pipeline.run(cfg.replace(**{"train.variant": variant}), out / variant,
-                                     world=world)
+    for variant, metrics in run_tasks(tasks, jobs, cfg, world):
+        runs[variant] = metrics
+        took = metrics["seconds"]["train"] + metrics["seconds"]["eval"]
+        print(f"== {variant}: trained and evaluated in {took:.0f} s", flush=True)
     rows = []
     for split in world.eval_splits:
         n = len(world.splits[split])
@@ -357,12 +369,14 @@ def _dispatch(args) -> int:
         from .ablation import ablate, find_converged_epochs
         if args.find_epochs:
             candidates = [int(e) for e in args.find_epochs.split(",") if e.strip()]
-            res = find_converged_epochs(cfg, candidates, list(range(args.seeds)), args.out)
+            res = find_converged_epochs(cfg, candidates, list(range(args.seeds)), args.out,
+                                        jobs=args.jobs)
             print(f"converged stage length: {res['epochs']} (see {args.out}/convergence.json)")
             return 0
         from .ablation import parse_sweep
         ablate(cfg, variants, list(range(args.seeds)), args.out,
-               _modality_sets(args.modality_sets), sweeps=[parse_sweep(t) for t in args.sweep])
+               _modality_sets(args.modality_sets), sweeps=[parse_sweep(t) for t in args.sweep],
+               jobs=args.jobs)
         print((Path(args.out) / "ablation.md").read_text())
     return 0
 

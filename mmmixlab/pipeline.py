@@ -270,6 +270,11 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
 
 
 
+def run_task(world: World, cfg: dict, out_dir, progress: bool = False) -> dict:
+    """:func:`run` of a config dict on a prepared world: a :mod:`~mmmixlab.run_pool` task."""
+    return run(RunConfig.from_dict(cfg), out_dir, progress=progress, world=world)
+
+
 def load_run(run_dir, device="cpu", with_extra: bool = False):
     """(config, encoders) of a finished run (plus ``{"embed_dim", "logit_scale"}`` with
     ``with_extra``) from its folder's ``final.pt`` or ``encoders.safetensors``, or either

@@ -346,3 +346,54 @@ def test_ablate_reads_fm_off_a_finished_mm_mixing_run(cache, tmp_path, monkeypat
                          tmp_path / "fm-alone", progress=False)
     assert fm0["zero_shot"] == alone["zero_shot"] and fm0["retrieval"] == alone["retrieval"]
     assert set(result["summary"]) == {"fm", "mm-mixing"}
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_parallel_ablation_equals_sequential_at_the_same_thread_count(cache, tmp_path,
+                                                                     restore_threads):
+    """`ablate --jobs 2` trains runs side by side in worker processes: with train.num_threads
+    fixed, every run's numbers equal the sequential plan's bit for bit, mm-mixing still takes
+    its seed's fm run as stage 1, and the table is in the plan's order."""
+    cfg = small_cfg(cache, **{"train.encoder": "pointbert-tiny", "train.num_threads": 1,
+                              "train.encoder_overrides": {"num_groups": 16, "group_size": 16}})
+    plan = ["baseline", "mm-mixing", "fm"]
+    seq = ablate(cfg, plan, [0, 1], tmp_path / "seq", announce=False, jobs=1)
+    par = ablate(cfg, plan, [0, 1], tmp_path / "par", announce=False, jobs=2)
+    assert par["runs"] == seq["runs"]
+    assert [r["row"] for r in par["runs"]] == ["fm", "fm", "baseline", "baseline",
+                                               "mm-mixing", "mm-mixing"]
+    record = json.loads((tmp_path / "par" / "mm-mixing-seed1" / "stage1.json").read_text())
+    assert record["streams"].startswith("continued from") and "fm-seed1" in record["path"]
+    a = json.loads((tmp_path / "seq" / "mm-mixing-seed1" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "par" / "mm-mixing-seed1" / "metrics.json").read_text())
+    assert a["zero_shot"] == b["zero_shot"] and a["retrieval"] == b["retrieval"]
+
+
+def test_run_pool_names_the_failed_run_and_refuses_bad_jobs(cache):
+    from mmmixlab.run_pool import Task, resolve_jobs, run_tasks
+    from tests.helpers.pool import fail_on, square
+
+    cfg = small_cfg(cache)
+    world = pipeline.prepare_world(cfg, progress=False)
+    tasks = [Task("a", square, {"x": 3}), Task("b", fail_on, {"x": 2}, after="a")]
+    results = {}
+    with pytest.raises(RuntimeError, match=r"run b failed in its worker process: "
+                                           r"ValueError: bad input 2"):
+        for key, value in run_tasks(tasks, 2, cfg, world):
+            results[key] = value
+    assert results == {"a": 9}  # a finished before b started (b waits for it)
+    assert dict(run_tasks([Task("a", square, {"x": 4})], 1, cfg, world)) == {"a": 16}
+    with pytest.raises(ValueError, match="waits for 'z', which is not in the plan"):
+        list(run_tasks([Task("a", square, {"x": 1}, after="z")], 2, cfg, world))
+    for bad in (-1, "two", 1.5):
+        with pytest.raises(ValueError, match="--jobs must be a positive integer or 'auto'"):
+            resolve_jobs(bad, cfg, 4)
+    assert resolve_jobs(8, cfg, 3) == 3 and resolve_jobs("1", cfg, 3) == 1
+    assert 1 <= resolve_jobs("auto", cfg, 10) <= 10
+    assert resolve_jobs("auto", cfg.replace(**{"train.device": "cpu"}), 1) == 1

@@ -15,12 +15,14 @@ from .runs import config_key
 
 
 def ablation(cfg: RunConfig, variants: Sequence[str], seeds: int, modality_sets=(),
-             progress: bool = False, out=None, sweeps: Sequence[str] = ()) -> dict:
+             progress: bool = False, out=None, sweeps: Sequence[str] = (),
+             jobs="auto") -> dict:
     """``ablation.ablate`` (what ``mmmixlab ablate`` runs), cached under
     ``cache/ablations/<hash>``: computed results are loaded, not retrained (so are single
     runs of an interrupted plan). ``out``: a folder of ``mmmixlab ablate --out DIR`` instead,
     whose finished runs of the same configs are loaded. ``modality_sets`` are strings like
-    ``"T+I"``; ``sweeps`` like ``"mix.mix_prob=0.5,1.0"`` (``mmmixlab ablate --sweep``)."""
+    ``"T+I"``; ``sweeps`` like ``"mix.mix_prob=0.5,1.0"`` (``mmmixlab ablate --sweep``);
+    ``jobs`` as ``mmmixlab ablate --jobs``."""
     from ..ablation import ablate, check_sweeps, parse_sweep, plan_rows, sweep_rows
 
     names = {"T": "text", "I": "image", "P": "point"}
@@ -36,7 +38,7 @@ def ablation(cfg: RunConfig, variants: Sequence[str], seeds: int, modality_sets=
     if stored.get("seeds") != list(range(int(seeds))) or not wanted <= set(
             stored.get("summary", {})):
         ablate(cfg, list(variants), list(range(int(seeds))), out, sets, progress=progress,
-               sweeps=swept)
+               sweeps=swept, jobs=jobs)
     return json.loads((out / "ablation.json").read_text())
 
 

@@ -1,0 +1,126 @@
+"""Several training runs at once on one CPU machine: worker processes, one thread per run.
+
+Why: the tiny presets' kernels are too small to keep two cores busy from one process (a
+stage-2 step of ``pointbert-tiny`` at batch 32 takes no less time on two threads than on one
+here; ``benchmarks/ablation_time.py`` measures the whole plan), so an ablation's independent
+runs finish sooner side by side, one core each, than one after another on all cores.
+
+A run's numbers depend on its thread count (torch's CPU kernels split reductions by thread), so
+a run trained in a pool of ``jobs`` workers has ``cores // jobs`` threads unless the config fixes
+``train.num_threads``; with the same thread count, a run gives the same result bit for bit in a
+worker as in the calling process (tested).
+
+``run_tasks`` takes :class:`Task` s whose ``after`` names a task that must finish first (an
+``mm-mixing`` run continues its seed's ``fm`` run) and yields ``(key, result)`` as each one
+finishes. With ``jobs=1`` everything runs in the calling process, in order, as before.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+__all__ = ["Task", "available_cores", "resolve_jobs", "run_tasks", "worker_world"]
+
+
+@dataclass
+class Task:
+    """``fn(world, **kwargs)`` under ``key``; ``after``: the key of a task to wait for."""
+
+    key: str
+    fn: Callable
+    kwargs: dict = field(default_factory=dict)
+    after: Optional[str] = None
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_jobs(jobs, cfg, runs: int) -> int:
+    """``jobs`` as a count: ``"auto"`` (or 0) is one run per core on a CPU with in-memory data
+    (the tiny world), else 1: a GPU, or streamed data whose loader workers use the cores."""
+    from .device import resolve_device
+    from .pipeline import is_streamed
+
+    if jobs in (None, "auto", 0, "0"):
+        cpu = resolve_device(cfg.train.device).type == "cpu"
+        jobs = available_cores() if cpu and not is_streamed(cfg) else 1
+    if isinstance(jobs, str) and jobs.strip().isdigit():
+        jobs = int(jobs)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs must be a positive integer or 'auto', got {jobs!r}")
+    return max(1, min(jobs, runs))
+
+
+_WORLD = None
+
+
+def worker_world():
+    """The world this worker process prepared once (loaded from the cache)."""
+    return _WORLD
+
+
+def _start_worker(base_json: str, threads: int) -> None:
+    import json
+
+    import torch
+
+    from .config import RunConfig
+    from .pipeline import prepare_world
+
+    global _WORLD
+    torch.set_num_threads(threads)
+    _WORLD = prepare_world(RunConfig.from_dict(json.loads(base_json)), progress=False)
+
+
+def _call(fn, kwargs):
+    return fn(_WORLD, **kwargs)
+
+
+def run_tasks(tasks: list, jobs: int, base, world) -> Iterator[tuple]:
+    """Run ``tasks`` (each ``fn(world, **kwargs)``) on ``jobs`` processes; yield ``(key,
+    result)`` as each finishes. ``world``: the calling process's (used when ``jobs == 1``);
+    each worker prepares its own from the cache ``base`` names (built already by the caller).
+    A failed task stops the pool and raises its error, naming the task."""
+    keys = [t.key for t in tasks]
+    for t in tasks:
+        if t.after is not None and t.after not in keys:
+            raise ValueError(f"task {t.key!r} waits for {t.after!r}, which is not in the plan")
+    if jobs <= 1:
+        for t in tasks:
+            yield t.key, t.fn(world, **t.kwargs)
+        return
+    threads = max(1, available_cores() // jobs)
+    pending, running, done = list(tasks), {}, set()
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_worker,
+                             initargs=(base.to_json(), threads)) as pool:
+        try:
+            while pending or running:
+                for t in list(pending):
+                    if len(running) < jobs and (t.after is None or t.after in done):
+                        running[pool.submit(_call, t.fn, t.kwargs)] = t
+                        pending.remove(t)
+                if not running:
+                    raise RuntimeError(f"tasks {[t.key for t in pending]} wait for each other")
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    t = running.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as err:
+                        raise RuntimeError(f"run {t.key} failed in its worker process: "
+                                           f"{type(err).__name__}: {err}") from err
+                    done.add(t.key)
+                    yield t.key, result
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise

@@ -44,6 +44,7 @@ except ImportError:  # pragma: no cover - exercised only on installs without num
 __all__ = [
     "HAVE_NUMBA",
     "ball_query",
+    "ball_query_reference",
     "farthest_point_sample",
     "farthest_point_sample_reference",
     "group",
@@ -620,11 +621,89 @@ def ball_query(query: torch.Tensor, points: torch.Tensor, radius: float, k: int,
       every slot holds the nearest point (pointnet2 would leave index 0, an arbitrary point).
 
     k may exceed N; slots beyond the points found are padded by the same rule.
+
+    On CPU this runs a compiled kernel (:func:`_ball_query_numba`: each query scans the points
+    in index order and stops at the k-th found, the same float arithmetic as the reference);
+    elsewhere, or without numba, :func:`ball_query_reference`. Both give the same indices.
     """
     k = _check_pair(query, points, k)
     r = float(radius)
     if not (r > 0 and np.isfinite(r)):
         raise ValueError(f"radius must be a positive finite number, got {radius!r}")
+    if HAVE_NUMBA and query.is_cpu and query.dtype in _FAST_DTYPES \
+            and points.dtype in _FAST_DTYPES and query.shape[0] * query.shape[1] > 0:
+        return _ball_query_cpu(query, points, r, k, inclusive)
+    return _ball_query_torch(query, points, r, k, inclusive)
+
+
+if HAVE_NUMBA:
+    @njit(cache=True, nogil=True)
+    def _ball_query_rows(q, p, thr, k, inclusive, out):  # pragma: no cover - compiled
+        """:func:`ball_query` for every query of ``q`` (B, M, 3) in ``p`` (B, N, 3) into ``out``
+        (B, M, k): squared distances as ``((dx*dx) + dy*dy) + dz*dz`` in the arrays' dtype (the
+        reference's order), the scan stops at the k-th point inside."""
+        b, m = q.shape[0], q.shape[1]
+        n = p.shape[1]
+        kk = min(k, n)
+        for i in range(b):
+            for j in range(m):
+                qx, qy, qz = q[i, j, 0], q[i, j, 1], q[i, j, 2]
+                found = 0
+                nearest, nearest_d = 0, np.inf
+                for t in range(n):
+                    dx = p[i, t, 0] - qx
+                    dy = p[i, t, 1] - qy
+                    dz = p[i, t, 2] - qz
+                    d = dx * dx
+                    d += dy * dy
+                    d += dz * dz
+                    if (d <= thr) if inclusive else (d < thr):
+                        out[i, j, found] = t
+                        found += 1
+                        if found == kk:
+                            break
+                    if d < nearest_d:  # strict: the first of equal distances, as argmin
+                        nearest, nearest_d = t, d
+                head = out[i, j, 0] if found else nearest  # none found: the scan was complete
+                for s in range(found, k):
+                    out[i, j, s] = head
+
+
+def _ball_query_cpu(query, points, r: float, k: int, inclusive: bool) -> torch.Tensor:
+    """The compiled ball query on CPU float32/float64 tensors, in the reference's precision
+    (the query's dtype, at least float32); large batches are split over the FPS helpers."""
+    dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    q = query.detach().to(dtype).contiguous().numpy()
+    p = points.detach().to(dtype).contiguous().numpy()
+    thr = (np.float64 if dtype == torch.float64 else np.float32)(r * r)  # as torch compares
+    b, m, _ = q.shape
+    out = np.empty((b, m, k), dtype=np.int64)
+    if b > 1 and b * m * p.shape[1] >= _FPS_PARALLEL_MIN_WORK and _fps_helpers():
+        parts = min(b, _helper_count + 1)
+        bounds = [(b * i // parts, b * (i + 1) // parts) for i in range(parts)]
+        futures = [_helpers.submit(_ball_query_rows, q[lo:hi], p[lo:hi], thr, k, inclusive,
+                                   out[lo:hi]) for lo, hi in bounds[1:]]
+        lo, hi = bounds[0]
+        _ball_query_rows(q[lo:hi], p[lo:hi], thr, k, inclusive, out[lo:hi])
+        for f in futures:
+            f.result()
+    else:
+        _ball_query_rows(q, p, thr, k, inclusive, out)
+    return torch.from_numpy(out)
+
+
+def ball_query_reference(query: torch.Tensor, points: torch.Tensor, radius: float, k: int,
+                         inclusive: bool = False) -> torch.Tensor:
+    """:func:`ball_query` in vectorised torch (any device): (B, chunk, N) squared distances,
+    the first k inside by a running count; the reference the compiled kernel is tested on."""
+    k = _check_pair(query, points, k)
+    r = float(radius)
+    if not (r > 0 and np.isfinite(r)):
+        raise ValueError(f"radius must be a positive finite number, got {radius!r}")
+    return _ball_query_torch(query, points, r, k, inclusive)
+
+
+def _ball_query_torch(query, points, r: float, k: int, inclusive: bool) -> torch.Tensor:
     n = points.shape[1]
     kk = min(k, n)
     out = []

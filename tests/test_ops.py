@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 from mmmixlab import ops
 from mmmixlab.ops import (
     ball_query,
+    ball_query_reference,
     farthest_point_sample,
     farthest_point_sample_reference,
     group,
@@ -177,6 +178,48 @@ def test_ball_query_k_larger_than_n():
     p = torch.tensor([[[0.0, 0, 0], [0.1, 0, 0], [2.0, 0, 0]]])
     q = torch.tensor([[[0.0, 0, 0], [3.0, 0, 0]]])
     assert ball_query(q, p, 0.5, 5)[0].tolist() == [[0, 1, 0, 0, 0], [2, 2, 2, 2, 2]]
+
+
+def _ball_cases():
+    """Clouds where the rules bite: duplicates, points exactly on the radius, far queries,
+    k above N, a single-point cloud."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 400, 3, generator=g) * 2 - 1
+    x[:, 100:150] = x[:, :1]                       # 51 copies of point 0: ties everywhere
+    q = torch.cat([x[:, :30], torch.rand(3, 6, 3, generator=g) * 6 - 3], 1)
+    q[:, -1] = 9.0                                  # no neighbour: the nearest point
+    on = torch.zeros(1, 4, 3)
+    on[0, 1:, 0] = torch.tensor([0.25, 0.5, 0.75])  # exact binary fractions: d2 == r2 exactly
+    yield "random+duplicates", q, x, 0.3, 16
+    yield "random, k > N", q[:, :5], x[:, :12], 0.9, 20
+    yield "on the radius", on[:, :1], on, 0.5, 4
+    yield "one point", q[:1, :3], x[:1, :1], 0.1, 3
+    yield "float64", q.double(), x.double(), 0.3, 16
+    yield "float32 queries, float64 points", q, x.double(), 0.3, 16
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_compiled_ball_query_equals_the_torch_reference(inclusive):
+    """The CPU kernel (early exit, per-query scan) and the vectorised torch reference agree
+    index for index, and the strict / inclusive radius test tells the boundary apart."""
+    for name, q, x, r, k in _ball_cases():
+        got = ball_query(q, x, r, k, inclusive=inclusive)
+        ref = ball_query_reference(q, x, r, k, inclusive=inclusive)
+        assert got.dtype == ref.dtype == torch.int64 and got.shape == ref.shape, name
+        assert torch.equal(got, ref), name
+    _, q, x, r, k = list(_ball_cases())[2]
+    on = ball_query(q, x, r, k, inclusive=inclusive)[0, 0].tolist()
+    assert on == ([0, 1, 2, 0] if inclusive else [0, 1, 0, 0])  # 0.5 is on the radius
+
+
+def test_compiled_ball_query_splits_large_batches_the_same(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(8, 2000, 3, generator=g)
+    q = x[:, :64]
+    monkeypatch.setattr(ops, "_FPS_PARALLEL_MIN_WORK", 1)  # force the helper threads
+    if not ops._fps_helpers():
+        pytest.skip("one core: no helper threads")
+    assert torch.equal(ball_query(q, x, 0.1, 24), ball_query_reference(q, x, 0.1, 24))
 
 
 def test_index_points_and_group():

@@ -148,3 +148,27 @@ def test_value_scan_skipped_only_when_the_caller_checked():
             enc(_clouds(2, 128, 3))
     with pytest.raises(ValueError, match="NaN or inf"):  # and the scan is back outside
         enc(bad)
+
+
+def test_pointbert_tokenizer_equals_the_concatenated_mini_pointnet():
+    """The tokenizer applies its second layer to concat(pooled, point feature) without building
+    the concatenation: same tokens and gradients as the written-out Point-BERT mini-PointNet."""
+    from mmmixlab.encoders.pointbert import PatchTokenizer
+
+    torch.manual_seed(0)
+    tok = PatchTokenizer(6, (16, 32, 24, 40), 48).double()
+    x = torch.randn(3, 5, 7, 6, dtype=torch.float64)
+
+    def written_out(patches):
+        b, g, k, c = patches.shape
+        f = tok.first(patches.reshape(b * g * k, c)).view(b * g, k, -1)
+        pooled = f.max(dim=1, keepdim=True).values.expand(-1, k, -1)
+        h = tok.second(torch.cat([pooled, f], dim=-1))
+        return tok.project(h.max(dim=1).values).view(b, g, -1)
+
+    got, ref = tok(x), written_out(x)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    g_got = torch.autograd.grad(got.square().sum(), list(tok.parameters()))
+    g_ref = torch.autograd.grad(ref.square().sum(), list(tok.parameters()))
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

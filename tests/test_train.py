@@ -197,3 +197,32 @@ def test_batches_are_checked_once_on_the_cpu_and_losses_skip_their_scans():
     finally:
         losses.check_features = real
     assert calls == []
+
+
+def test_cpu_precision_follows_what_the_cpu_has(monkeypatch):
+    """CPU runs fp32 unless bf16 is asked for; bf16 only on a CPU that has it natively, with
+    a clear error elsewhere; fp16 autocast is refused on a CPU."""
+    from mmmixlab import device as dev
+
+    cpu = torch.device("cpu")
+    assert dev.autocast_dtype("auto", cpu) is None and dev.autocast_dtype("off", cpu) is None
+    with pytest.raises(ValueError, match="train.amp=fp16 is for CUDA"):
+        dev.autocast_dtype("fp16", cpu)
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="this CPU has no native bf16"):
+        dev.autocast_dtype("bf16", cpu)
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)
+    assert dev.autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.undo()
+    if not dev.cpu_has_bf16():
+        return
+    # a bf16 trainer's encoder really computes in bf16, and hands fp32 features to the losses
+    feats = {}
+    for amp in ("off", "bf16"):
+        tr = Trainer(toy_cfg("baseline", **{"train.amp": amp}), toy_batches(d=16),
+                     embed_dim=16, progress=False)
+        batch = tr.batches.make_batch(torch.arange(8), torch.Generator().manual_seed(0))
+        feats[amp] = tr.encode("A", batch.points)
+    assert feats["bf16"].dtype == torch.float32
+    diff = (feats["bf16"] - feats["off"]).abs().max().item()
+    assert 1e-5 < diff < 0.1, diff  # bf16 rounding: different, but the same features

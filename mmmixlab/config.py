@@ -136,7 +136,9 @@ class TrainConfig:
     clip_per_encoder: bool = False
     init_temperature: float = 0.07
     device: str = "auto"          # "auto" picks cuda, then mps, then cpu
-    amp: str = "auto"             # "auto" | "bf16" | "fp16" | "off"; auto: bf16 on CUDA, fp32 on CPU (bf16 there on request, native bf16 only)
+    # "auto" | "bf16" | "fp16" | "off"; auto: bf16 on CUDA, fp32 on CPU (bf16 there on
+    # request, on a CPU with native bf16 only)
+    amp: str = "auto"
     seed: int = 0
     checkpoint_every: int = 0     # steps; 0 = at the end of each epoch only
     eval_every: int = 0           # epochs; 0 = only at the end

@@ -59,12 +59,14 @@ _CHUNK_ELEMENTS = 1 << 24
 # it saves), and the work per chunk of clouds a thread claims
 _FPS_PARALLEL_MIN_WORK = 1 << 24
 _FPS_CHUNK_WORK = 1 << 21
-# Pruned FPS (cells of _FPS_CELL points skipped when the new pick cannot reach them): used from
-# this many picks and points on, where it measured faster than the vectorised plain loop
-# (0.57x its time at 10k -> 2,048, 0.96x at 10k -> 1,024, slower below: sorting the cloud
-# into cells costs ~0.1 ms per 1,000 points)
-_FPS_PRUNE_MIN_PICKS = 1024
-_FPS_PRUNE_MIN_POINTS = 8192
+# Pruned (bucket) FPS, a kd-style tree over the cloud with leaves of _FPS_CELL points whose
+# updates are skipped when the new pick cannot reach them: used from _FPS_PRUNE_MIN_PICKS picks
+# and _FPS_PRUNE_MIN_WORK distance updates (N * M) per cloud on, where it measured faster than
+# the vectorised plain loop (single clouds, uniform in the ball; pruned / plain time: 0.93 at
+# 50k -> 128, 1.02 at 20k -> 192, 1.00 at 10k -> 256, 0.83 at 10k -> 384, 0.90 at 4,096 ->
+# 1,024, 1.13 at 2,048 -> 1,024; building the tree costs ~20-30 ns per point, ~70-100 updates)
+_FPS_PRUNE_MIN_PICKS = 128
+_FPS_PRUNE_MIN_WORK = 3 << 20
 _FPS_CELL = 32
 
 
@@ -196,96 +198,160 @@ if HAVE_NUMBA:
                             far = j
                             break
 
-    @njit(cache=True)
-    def _fps_one_pruned(px, py, pz, far, m, out_row, cell):  # pragma: no cover - compiled
-        """The same picks as :func:`_fps_one`, skipping whole cells of points that the new
-        pick cannot bring closer.
+    @njit(cache=True, inline="always")
+    def _spread3(v):  # pragma: no cover - compiled
+        """The low 10 bits of v moved to every third bit (a Morton code's one axis)."""
+        v = (v | (v << 16)) & 0x030000FF
+        v = (v | (v << 8)) & 0x0300F00F
+        v = (v | (v << 4)) & 0x030C30C3
+        return (v | (v << 2)) & 0x09249249
 
-        Points are sorted along a Morton curve and cut into cells of ``cell`` points, each with
-        its bounding box, the largest current distance in it and the largest packed key (see
-        :func:`_fps_one`; the index part is the original index). A new pick s lowers some
-        distance in a cell only if s is nearer to a point of the cell than that point's current
-        distance; the squared distance from s to the cell's box, computed with the same
-        operations in the same order, is a floating-point lower bound of every point's distance
-        to s (rounding is monotonic), so a cell whose bound is >= its largest distance keeps
-        every distance and is skipped: the result is identical, ties included, and late picks
-        touch only the cells near them.
+    @njit(cache=True)
+    def _fps_one_pruned(px, py, pz, far, m, out_row, leaf):  # pragma: no cover - compiled
+        """The same picks as :func:`_fps_one`, updating only the tree nodes that the new pick
+        can bring closer (bucket FPS, as QuickFPS does with a kd-tree).
+
+        The points are sorted along a coarse Morton curve (one counting-sort pass over at most
+        2^15 cells: cheap, and points in one cell need no order) and the sorted array is cut
+        by an implicit balanced binary tree of ``h`` levels into leaves of at most ``leaf``
+        consecutive points. Each node keeps its points' bounding box, the largest current
+        distance below it (as int64 bits) and the largest packed key (see :func:`_fps_one`;
+        the index part is the original index). A new pick s lowers a distance below a node
+        only if s is nearer to that point than its current distance; the squared distance
+        from s to the node's box, computed with the same operations in the same order, is a
+        floating-point lower bound of every such point's distance to s (rounding is
+        monotonic), so a node whose bound is >= its largest distance is skipped with its whole
+        subtree: the result is identical, ties included. The visited inner nodes then take
+        their children's maxima again, and the root names the pick.
         """
         n = px.shape[0]
+        leaf = max(leaf, 2)
+        h = 0
+        while (n + (1 << h) - 1) >> h > leaf:  # ceil(n / 2^h) > leaf
+            h += 1
+        nnode = (1 << (h + 1)) - 1
+        first_leaf = (1 << h) - 1
+        # Morton cells: `res` per axis with 8^res >= n, at most 32 (2^15 cells)
+        res = 1
+        while res < 32 and res * res * res < n:
+            res *= 2
         lo_x, hi_x = px.min(), px.max()
         lo_y, hi_y = py.min(), py.max()
         lo_z, hi_z = pz.min(), pz.max()
         span = max(hi_x - lo_x, hi_y - lo_y, hi_z - lo_z)
-        scale = 1023.0 / span if span > 0 else 0.0
+        scale = (res - 1e-9 * res) / span if span > 0 else 0.0
         code = np.empty(n, dtype=np.int64)
-        for j in range(n):  # 10-bit Morton code per point
-            ix = int((px[j] - lo_x) * scale)
-            iy = int((py[j] - lo_y) * scale)
-            iz = int((pz[j] - lo_z) * scale)
-            c = 0
-            for bit in range(10):
-                c |= (((ix >> bit) & 1) << (3 * bit)) | (((iy >> bit) & 1) << (3 * bit + 1)) \
-                    | (((iz >> bit) & 1) << (3 * bit + 2))
-            code[j] = c
-        order = np.argsort(code, kind="mergesort")
-        where = np.empty(n, dtype=np.int64)  # original index -> sorted position
+        count = np.zeros(res * res * res + 1, dtype=np.int64)
         for j in range(n):
-            where[order[j]] = j
-        xs, ys, zs = px[order], py[order], pz[order]
-        ncell = (n + cell - 1) // cell
-        bx0 = np.empty(ncell)
-        bx1 = np.empty(ncell)
-        by0 = np.empty(ncell)
-        by1 = np.empty(ncell)
-        bz0 = np.empty(ncell)
-        bz1 = np.empty(ncell)
-        for c in range(ncell):
-            a, b = c * cell, min(n, (c + 1) * cell)
-            bx0[c], bx1[c] = xs[a:b].min(), xs[a:b].max()
-            by0[c], by1[c] = ys[a:b].min(), ys[a:b].max()
-            bz0[c], bz1[c] = zs[a:b].min(), zs[a:b].max()
+            ix = min(int((px[j] - lo_x) * scale), res - 1)
+            iy = min(int((py[j] - lo_y) * scale), res - 1)
+            iz = min(int((pz[j] - lo_z) * scale), res - 1)
+            c = _spread3(ix) | (_spread3(iy) << 1) | (_spread3(iz) << 2)
+            code[j] = c
+            count[c + 1] += 1
+        for c in range(1, count.shape[0]):
+            count[c] += count[c - 1]
+        ids = np.empty(n, dtype=np.int64)
+        for j in range(n):  # stable: ties keep index order (not needed, but deterministic)
+            c = code[j]
+            ids[count[c]] = j
+            count[c] += 1
+        xs = np.empty(n)
+        ys = np.empty(n)
+        zs = np.empty(n)
+        for j in range(n):
+            k = ids[j]
+            xs[j] = px[k]
+            ys[j] = py[k]
+            zs[j] = pz[k]
+        lo = np.empty(nnode, dtype=np.int64)
+        hi = np.empty(nnode, dtype=np.int64)
+        lo[0], hi[0] = 0, n
+        for t in range(first_leaf):  # ranges: halve each node's
+            a, b = lo[t], hi[t]
+            mid = (a + b) // 2
+            lo[2 * t + 1], hi[2 * t + 1] = a, mid
+            lo[2 * t + 2], hi[2 * t + 2] = mid, b
+        bx0 = np.empty(nnode)
+        bx1 = np.empty(nnode)
+        by0 = np.empty(nnode)
+        by1 = np.empty(nnode)
+        bz0 = np.empty(nnode)
+        bz1 = np.empty(nnode)
+        for t in range(first_leaf, nnode):  # leaf boxes from their points
+            a, b = lo[t], hi[t]
+            x0, x1, y0, y1, z0, z1 = xs[a], xs[a], ys[a], ys[a], zs[a], zs[a]
+            for j in range(a + 1, b):
+                x0 = min(x0, xs[j])
+                x1 = max(x1, xs[j])
+                y0 = min(y0, ys[j])
+                y1 = max(y1, ys[j])
+                z0 = min(z0, zs[j])
+                z1 = max(z1, zs[j])
+            bx0[t], bx1[t], by0[t], by1[t], bz0[t], bz1[t] = x0, x1, y0, y1, z0, z1
+        for t in range(first_leaf - 1, -1, -1):  # inner boxes: union of the children's
+            u, v = 2 * t + 1, 2 * t + 2
+            bx0[t], bx1[t] = min(bx0[u], bx0[v]), max(bx1[u], bx1[v])
+            by0[t], by1[t] = min(by0[u], by0[v]), max(by1[u], by1[v])
+            bz0[t], bz1[t] = min(bz0[u], bz0[v]), max(bz1[u], bz1[v])
+        where = np.empty(n, dtype=np.int64)  # original index -> tree position
+        for j in range(n):
+            where[ids[j]] = j
         low = _index_mask(n)
         high = ~low
         dist = np.full(n, np.inf)
         bits = dist.view(np.int64)
-        cmax = np.zeros(ncell, dtype=np.int64)  # largest distance's bits per cell
-        ckey = np.zeros(ncell, dtype=np.int64)  # largest packed key per cell
+        nmax = np.full(nnode, np.float64(np.inf).view(np.int64))  # largest distance's bits
+        nkey = np.zeros(nnode, dtype=np.int64)  # largest packed key below each node
+        stack = np.empty(h + 2, dtype=np.int64)
+        seen = np.empty(first_leaf + 1, dtype=np.int64)  # inner nodes visited, pre-order
         for i in range(m):
             out_row[i] = far
             sx, sy, sz = px[far], py[far], pz[far]
-            for c in range(ncell):
-                gx = max(bx0[c] - sx, sx - bx1[c], 0.0)
-                gy = max(by0[c] - sy, sy - by1[c], 0.0)
-                gz = max(bz0[c] - sz, sz - bz1[c], 0.0)
+            top = 1
+            stack[0] = 0
+            nseen = 0
+            while top:
+                top -= 1
+                t = stack[top]
+                gx = max(bx0[t] - sx, sx - bx1[t], 0.0)
+                gy = max(by0[t] - sy, sy - by1[t], 0.0)
+                gz = max(bz0[t] - sz, sz - bz1[t], 0.0)
                 bound = np.float64(gx * gx + gy * gy + gz * gz).view(np.int64)
-                if i > 0 and bound >= cmax[c]:
-                    continue  # no distance in this cell can drop
-                a, b = c * cell, min(n, (c + 1) * cell)
-                best = 0
-                key = 0
-                for j in range(a, b):
-                    dx = xs[j] - sx
-                    dy = ys[j] - sy
-                    dz = zs[j] - sz
-                    d = min(dist[j], dx * dx + dy * dy + dz * dz)
-                    dist[j] = d
-                    v = np.float64(d).view(np.int64)
-                    best = max(best, v)
-                    key = max(key, (v & high) | (low - order[j]))
-                cmax[c] = best
-                ckey[c] = key
-            best = 0
-            key = 0
-            for c in range(ncell):
-                best = max(best, cmax[c])
-                key = max(key, ckey[c])
+                if bound >= nmax[t]:
+                    continue  # no distance below this node can drop
+                if t >= first_leaf:
+                    best = 0
+                    key = 0
+                    for j in range(lo[t], hi[t]):
+                        dx = xs[j] - sx
+                        dy = ys[j] - sy
+                        dz = zs[j] - sz
+                        d = min(dist[j], dx * dx + dy * dy + dz * dz)
+                        dist[j] = d
+                        v = np.float64(d).view(np.int64)
+                        best = max(best, v)
+                        key = max(key, (v & high) | (low - ids[j]))
+                    nmax[t] = best
+                    nkey[t] = key
+                else:
+                    seen[nseen] = t
+                    nseen += 1
+                    stack[top] = 2 * t + 2
+                    stack[top + 1] = 2 * t + 1
+                    top += 2
+            for k in range(nseen - 1, -1, -1):  # children before parents
+                t = seen[k]
+                nmax[t] = max(nmax[2 * t + 1], nmax[2 * t + 2])
+                nkey[t] = max(nkey[2 * t + 1], nkey[2 * t + 2])
+            best = nmax[0]
             if best > 0:  # all distances 0: keep the previous pick, as open3d does
-                far = low - (key & low)
+                far = low - (nkey[0] & low)
                 if bits[where[far]] != best:
                     far = n
                     for j in range(n):
-                        if bits[j] == best and order[j] < far:
-                            far = order[j]
+                        if bits[j] == best and ids[j] < far:
+                            far = ids[j]
 
     @njit(cache=True)
     def _fps_kernel_pruned(xyz, start, m, cell):  # pragma: no cover - compiled
@@ -300,7 +366,7 @@ if HAVE_NUMBA:
     def _fps_cloud(px, py, pz, far, m, out_row):  # pragma: no cover - compiled
         """One cloud: pruned when enough picks amortize sorting it into cells, plain
         otherwise (thresholds measured on this machine, see the constants)."""
-        if m >= _FPS_PRUNE_MIN_PICKS and px.shape[0] >= _FPS_PRUNE_MIN_POINTS:
+        if m >= _FPS_PRUNE_MIN_PICKS and px.shape[0] * m >= _FPS_PRUNE_MIN_WORK:
             _fps_one_pruned(px, py, pz, far, m, out_row, _FPS_CELL)
         else:
             _fps_one(px, py, pz, far, m, out_row)

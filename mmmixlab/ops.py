@@ -272,12 +272,7 @@ if HAVE_NUMBA:
             mid = (a + b) // 2
             lo[2 * t + 1], hi[2 * t + 1] = a, mid
             lo[2 * t + 2], hi[2 * t + 2] = mid, b
-        bx0 = np.empty(nnode)
-        bx1 = np.empty(nnode)
-        by0 = np.empty(nnode)
-        by1 = np.empty(nnode)
-        bz0 = np.empty(nnode)
-        bz1 = np.empty(nnode)
+        box = np.empty((nnode, 6))  # x0, x1, y0, y1, z0, z1 per node: one cache line
         for t in range(first_leaf, nnode):  # leaf boxes from their points
             a, b = lo[t], hi[t]
             x0, x1, y0, y1, z0, z1 = xs[a], xs[a], ys[a], ys[a], zs[a], zs[a]
@@ -288,12 +283,13 @@ if HAVE_NUMBA:
                 y1 = max(y1, ys[j])
                 z0 = min(z0, zs[j])
                 z1 = max(z1, zs[j])
-            bx0[t], bx1[t], by0[t], by1[t], bz0[t], bz1[t] = x0, x1, y0, y1, z0, z1
+            box[t, 0], box[t, 1], box[t, 2], box[t, 3], box[t, 4], box[t, 5] = \
+                x0, x1, y0, y1, z0, z1
         for t in range(first_leaf - 1, -1, -1):  # inner boxes: union of the children's
             u, v = 2 * t + 1, 2 * t + 2
-            bx0[t], bx1[t] = min(bx0[u], bx0[v]), max(bx1[u], bx1[v])
-            by0[t], by1[t] = min(by0[u], by0[v]), max(by1[u], by1[v])
-            bz0[t], bz1[t] = min(bz0[u], bz0[v]), max(bz1[u], bz1[v])
+            for k in range(0, 6, 2):
+                box[t, k] = min(box[u, k], box[v, k])
+                box[t, k + 1] = max(box[u, k + 1], box[v, k + 1])
         where = np.empty(n, dtype=np.int64)  # original index -> tree position
         for j in range(n):
             where[ids[j]] = j
@@ -301,25 +297,20 @@ if HAVE_NUMBA:
         high = ~low
         dist = np.full(n, np.inf)
         bits = dist.view(np.int64)
-        nmax = np.full(nnode, np.float64(np.inf).view(np.int64))  # largest distance's bits
-        nkey = np.zeros(nnode, dtype=np.int64)  # largest packed key below each node
+        # per node: the largest distance's bits below it and the largest packed key
+        nmax = np.full(nnode, np.float64(np.inf).view(np.int64))
+        nkey = np.zeros(nnode, dtype=np.int64)
         stack = np.empty(h + 2, dtype=np.int64)
         seen = np.empty(first_leaf + 1, dtype=np.int64)  # inner nodes visited, pre-order
         for i in range(m):
             out_row[i] = far
             sx, sy, sz = px[far], py[far], pz[far]
             top = 1
-            stack[0] = 0
-            nseen = 0
-            while top:
+            stack[0] = 0  # the root: every distance is still inf at the first pick, and
+            nseen = 0     # later a pick is always a point of the cloud, within its box
+            while top:    # nodes on the stack have passed their check
                 top -= 1
                 t = stack[top]
-                gx = max(bx0[t] - sx, sx - bx1[t], 0.0)
-                gy = max(by0[t] - sy, sy - by1[t], 0.0)
-                gz = max(bz0[t] - sz, sz - bz1[t], 0.0)
-                bound = np.float64(gx * gx + gy * gy + gz * gz).view(np.int64)
-                if bound >= nmax[t]:
-                    continue  # no distance below this node can drop
                 if t >= first_leaf:
                     best = 0
                     key = 0
@@ -334,12 +325,17 @@ if HAVE_NUMBA:
                         key = max(key, (v & high) | (low - ids[j]))
                     nmax[t] = best
                     nkey[t] = key
-                else:
-                    seen[nseen] = t
-                    nseen += 1
-                    stack[top] = 2 * t + 2
-                    stack[top + 1] = 2 * t + 1
-                    top += 2
+                    continue
+                seen[nseen] = t
+                nseen += 1
+                for c in range(2 * t + 1, 2 * t + 3):
+                    gx = max(box[c, 0] - sx, sx - box[c, 1], 0.0)
+                    gy = max(box[c, 2] - sy, sy - box[c, 3], 0.0)
+                    gz = max(box[c, 4] - sz, sz - box[c, 5], 0.0)
+                    bound = np.float64(gx * gx + gy * gy + gz * gz).view(np.int64)
+                    if bound < nmax[c]:  # else no distance below c can drop: skip it
+                        stack[top] = c
+                        top += 1
             for k in range(nseen - 1, -1, -1):  # children before parents
                 t = seen[k]
                 nmax[t] = max(nmax[2 * t + 1], nmax[2 * t + 2])

@@ -347,9 +347,12 @@ def bench_ref_config(b: int, n: int, m: int, quick: bool, seed: int, qf, fs) -> 
             continue
         row[name] = {"ms": t[name].summary(), "ours_speedup": ratio(t[name], t["ours"])}
     if "quickfps" in t:
-        row["quickfps"]["identical"] = bool(torch.equal(t["quickfps"].first_result.long(), ours))
+        theirs = t["quickfps"].first_result.long()
+        row["quickfps"]["identical"] = bool(torch.equal(theirs, ours))
         if not row["quickfps"]["identical"]:
-            log(f"[fps] MISMATCH with torch-quickfps at B={b} N={n} M={m}")
+            row["quickfps"]["first_difference"] = explain_difference(x, ours, theirs)
+            log(f"[fps] torch-quickfps differs at B={b} N={n} M={m}: "
+                f"{row['quickfps']['first_difference']}")
     if "fpsample" in t:
         got = np.stack([np.asarray(r, dtype=np.int64) for r in t["fpsample"].first_result])
         row["fpsample"]["same_picks_fraction"] = round(float(
@@ -362,6 +365,28 @@ def bench_ref_config(b: int, n: int, m: int, quick: bool, seed: int, qf, fs) -> 
         row["fastest_ref"] = fastest
         row["vs_fastest"] = row[fastest]["ours_speedup"]
     return row
+
+
+def explain_difference(x: torch.Tensor, ours: torch.Tensor, theirs: torch.Tensor) -> dict:
+    """Where torch-quickfps' picks first leave ours, and whether that is a float32 near-tie:
+    after the common prefix our pick is the float64 farthest point (lowest index on ties),
+    while in float32 ((dx*dx + dy*dy) + dz*dz, as a float32 kernel computes) their pick is at
+    least as far. torch-quickfps computes in float32 whatever the input dtype."""
+    b, i = (int(v) for v in (ours != theirs).nonzero()[0])
+    picked = ours[b, :i]
+
+    def dmin(p, dtype):
+        xs = x[b].to(dtype)
+        d = xs[picked] - xs[p]
+        return float(((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2]).min())
+
+    o, q = int(ours[b, i]), int(theirs[b, i])
+    o64, q64, o32, q32 = (dmin(o, torch.float64), dmin(q, torch.float64),
+                          dmin(o, torch.float32), dmin(q, torch.float32))
+    near_tie = (o64 > q64 or (o64 == q64 and o < q)) and q32 >= o32
+    return {"cloud": b, "pick": i, "ours": o, "theirs": q,
+            "rel_gap_float64": float(f"{(o64 - q64) / o64:.3g}"),
+            "float32_near_tie": bool(near_tie)}
 
 
 def run_refs(device: torch.device | None = None, quick: bool = False) -> dict:
@@ -391,6 +416,9 @@ def run_refs(device: torch.device | None = None, quick: bool = False) -> dict:
              "config": {k: worst_med[k] for k in "BNM"}, "ref": worst_med["fastest_ref"]},
             "all_identical_to_quickfps": all(r["quickfps"]["identical"] for r in timed
                                              if isinstance(r.get("quickfps"), dict)),
+            "differences_all_float32_near_ties": all(
+                r["quickfps"]["first_difference"]["float32_near_tie"] for r in timed
+                if isinstance(r.get("quickfps"), dict) and not r["quickfps"]["identical"]),
             "load_average_1m_end": round(os.getloadavg()[0], 2),
             "clouds": "uniform in the unit ball, float32, one random start per configuration"}
 
@@ -401,6 +429,15 @@ def _pkg_version(dist: str):
         return version(dist)
     except Exception:  # noqa: BLE001
         return None
+
+
+def _identical_cell(q) -> str:
+    if not isinstance(q, dict):
+        return "-"
+    if q["identical"]:
+        return "yes"
+    d = q["first_difference"]
+    return f"from pick {d['pick']}" + (" (f32 tie)" if d["float32_near_tie"] else " (NOT a tie)")
 
 
 def report_refs(res: dict) -> str:
@@ -418,7 +455,7 @@ def report_refs(res: dict) -> str:
             else:
                 cells += [r, None, None]
         q = c["quickfps"]
-        cells += [("yes" if q["identical"] else "NO") if isinstance(q, dict) else "-",
+        cells += [_identical_cell(q),
                   c["fpsample"]["same_picks_fraction"] if isinstance(c["fpsample"], dict)
                   else "-",
                   c.get("fastest_ref", "-"), c["ours_ms"]["rounds"]]
@@ -433,7 +470,9 @@ def report_refs(res: dict) -> str:
                    f"B={w['config']['B']} N={w['config']['N']} M={w['config']['M']} "
                    f"({w['ref']}); of medians {wm['of_medians']}x at B={wm['config']['B']} "
                    f"N={wm['config']['N']} M={wm['config']['M']} ({wm['ref']}); all identical "
-                   f"to torch-quickfps: {res['all_identical_to_quickfps']}; versions "
+                   f"to torch-quickfps: {res['all_identical_to_quickfps']} (every difference a "
+                   f"float32 near-tie, our pick the float64 farthest: "
+                   f"{res['differences_all_float32_near_ties']}); versions "
                    f"{res['versions']}, torch threads {res['torch_threads']}")
     return "\n".join(out)
 

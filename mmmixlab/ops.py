@@ -59,14 +59,14 @@ _CHUNK_ELEMENTS = 1 << 24
 # it saves), and the work per chunk of clouds a thread claims
 _FPS_PARALLEL_MIN_WORK = 1 << 24
 _FPS_CHUNK_WORK = 1 << 21
-# Pruned (bucket) FPS, a kd-style tree over the cloud with leaves of _FPS_CELL points whose
-# updates are skipped when the new pick cannot reach them: used from _FPS_PRUNE_MIN_PICKS picks
-# and _FPS_PRUNE_MIN_WORK distance updates (N * M) per cloud on, where it measured faster than
-# the vectorised plain loop (single clouds, uniform in the ball; pruned / plain time: 0.93 at
-# 50k -> 128, 1.02 at 20k -> 192, 1.00 at 10k -> 256, 0.83 at 10k -> 384, 0.90 at 4,096 ->
-# 1,024, 1.13 at 2,048 -> 1,024; building the tree costs ~20-30 ns per point, ~70-100 updates)
+# Pruned (bucket) FPS, a tree over the cloud with leaves of up to _FPS_CELL points whose updates
+# are skipped when the new pick cannot reach them: used from _FPS_PRUNE_MIN_PICKS picks and
+# M * M * N >= _FPS_PRUNE_MIN_M2N on, where it measured faster than the vectorised plain loop
+# (single clouds uniform in the ball, pruned / plain time: 1.03 at 50k -> 128, 1.03 at 20k ->
+# 192, 0.94 at 10k -> 256, 0.99 at 4,096 -> 384, 0.96 at 2,048 -> 512; building the tree costs
+# ~20-30 ns per point, ~70-100 plain updates, and the pruning pays off as M grows)
 _FPS_PRUNE_MIN_PICKS = 128
-_FPS_PRUNE_MIN_WORK = 3 << 20
+_FPS_PRUNE_MIN_M2N = 600_000_000
 _FPS_CELL = 32
 
 
@@ -211,35 +211,31 @@ if HAVE_NUMBA:
         """The same picks as :func:`_fps_one`, updating only the tree nodes that the new pick
         can bring closer (bucket FPS, as QuickFPS does with a kd-tree).
 
-        The points are sorted along a coarse Morton curve (one counting-sort pass over at most
-        2^15 cells: cheap, and points in one cell need no order) and the sorted array is cut
-        by an implicit balanced binary tree of ``h`` levels into leaves of at most ``leaf``
-        consecutive points. Each node keeps its points' bounding box, the largest current
-        distance below it (as int64 bits) and the largest packed key (see :func:`_fps_one`;
-        the index part is the original index). A new pick s lowers a distance below a node
-        only if s is nearer to that point than its current distance; the squared distance
-        from s to the node's box, computed with the same operations in the same order, is a
-        floating-point lower bound of every such point's distance to s (rounding is
-        monotonic), so a node whose bound is >= its largest distance is skipped with its whole
-        subtree: the result is identical, ties included. The visited inner nodes then take
-        their children's maxima again, and the root names the pick.
+        The tree: points sorted by a 15-bit Morton code (a counting sort over at most 2^15
+        cells; points in one cell need no order), then split recursively at the code bits, x,
+        y, z in turn, i.e. at the middle of a cell range along one axis (a binary radix tree,
+        a kd-tree of spatial halves; empty halves are not stored), down to leaves of at most
+        ``leaf`` points or one cell. Each node keeps its points' bounding box, the largest
+        current distance below it (as int64 bits) and the largest packed key (see
+        :func:`_fps_one`; the index part is the original index). A new pick s lowers a
+        distance below a node only if s is nearer to that point than its current distance;
+        the squared distance from s to the node's box, computed with the same operations in
+        the same order, is a floating-point lower bound of every such point's distance to s
+        (rounding is monotonic), so a node whose bound is >= its largest distance is skipped
+        with its whole subtree: the result is identical, ties included. The visited inner
+        nodes then take their children's maxima again, and the root names the pick.
         """
         n = px.shape[0]
-        leaf = max(leaf, 2)
-        h = 0
-        while (n + (1 << h) - 1) >> h > leaf:  # ceil(n / 2^h) > leaf
-            h += 1
-        nnode = (1 << (h + 1)) - 1
-        first_leaf = (1 << h) - 1
-        # Morton cells: `res` per axis with 8^res >= n, at most 32 (2^15 cells)
-        res = 1
-        while res < 32 and res * res * res < n:
+        leaf = max(leaf, 1)
+        res, nbits = 1, 0  # cells per axis, bits of a code
+        while res < 32 and res * res * res < 4 * n:
             res *= 2
+            nbits += 3
         lo_x, hi_x = px.min(), px.max()
         lo_y, hi_y = py.min(), py.max()
         lo_z, hi_z = pz.min(), pz.max()
         span = max(hi_x - lo_x, hi_y - lo_y, hi_z - lo_z)
-        scale = (res - 1e-9 * res) / span if span > 0 else 0.0
+        scale = res / span if span > 0 else 0.0
         code = np.empty(n, dtype=np.int64)
         count = np.zeros(res * res * res + 1, dtype=np.int64)
         for j in range(n):
@@ -252,9 +248,11 @@ if HAVE_NUMBA:
         for c in range(1, count.shape[0]):
             count[c] += count[c - 1]
         ids = np.empty(n, dtype=np.int64)
+        scode = np.empty(n, dtype=np.int64)
         for j in range(n):  # stable: ties keep index order (not needed, but deterministic)
             c = code[j]
             ids[count[c]] = j
+            scode[count[c]] = c
             count[c] += 1
         xs = np.empty(n)
         ys = np.empty(n)
@@ -264,32 +262,71 @@ if HAVE_NUMBA:
             xs[j] = px[k]
             ys[j] = py[k]
             zs[j] = pz[k]
-        lo = np.empty(nnode, dtype=np.int64)
-        hi = np.empty(nnode, dtype=np.int64)
-        lo[0], hi[0] = 0, n
-        for t in range(first_leaf):  # ranges: halve each node's
-            a, b = lo[t], hi[t]
-            mid = (a + b) // 2
-            lo[2 * t + 1], hi[2 * t + 1] = a, mid
-            lo[2 * t + 2], hi[2 * t + 2] = mid, b
+        # the tree, twice: count the nodes, then store them (children after their parent)
+        st_a = np.empty(nbits + 4, dtype=np.int64)
+        st_b = np.empty(nbits + 4, dtype=np.int64)
+        st_bit = np.empty(nbits + 4, dtype=np.int64)
+        st_t = np.empty(nbits + 4, dtype=np.int64)
+        nnode = 1
+        lo = np.empty(0, dtype=np.int64)
+        hi = np.empty(0, dtype=np.int64)
+        child = np.empty(0, dtype=np.int64)
+        for store in range(2):
+            if store:
+                lo = np.empty(nnode, dtype=np.int64)
+                hi = np.empty(nnode, dtype=np.int64)
+                child = np.full(nnode, -1, dtype=np.int64)  # first child; -1: a leaf
+                lo[0], hi[0] = 0, n
+            nnode = 1
+            top = 1
+            st_a[0], st_b[0], st_bit[0], st_t[0] = 0, n, nbits - 1, 0
+            while top:
+                top -= 1
+                a, b, bit, t = st_a[top], st_b[top], st_bit[top], st_t[top]
+                if b - a <= leaf:
+                    continue
+                s = a
+                while bit >= 0:  # the first position with this bit set (codes are sorted)
+                    u, v = a, b
+                    while u < v:
+                        w = (u + v) // 2
+                        if (scode[w] >> bit) & 1:
+                            v = w
+                        else:
+                            u = w + 1
+                    s = u
+                    if a < s < b:
+                        break
+                    bit -= 1  # one half is empty: split at the next bit instead
+                if bit < 0:
+                    continue  # one cell: a leaf, however many points
+                c = nnode
+                nnode += 2
+                if store:
+                    child[t] = c
+                    lo[c], hi[c], lo[c + 1], hi[c + 1] = a, s, s, b
+                st_a[top], st_b[top], st_bit[top], st_t[top] = a, s, bit - 1, c
+                st_a[top + 1], st_b[top + 1], st_bit[top + 1], st_t[top + 1] = s, b, bit - 1, c + 1
+                top += 2
         box = np.empty((nnode, 6))  # x0, x1, y0, y1, z0, z1 per node: one cache line
-        for t in range(first_leaf, nnode):  # leaf boxes from their points
-            a, b = lo[t], hi[t]
-            x0, x1, y0, y1, z0, z1 = xs[a], xs[a], ys[a], ys[a], zs[a], zs[a]
-            for j in range(a + 1, b):
-                x0 = min(x0, xs[j])
-                x1 = max(x1, xs[j])
-                y0 = min(y0, ys[j])
-                y1 = max(y1, ys[j])
-                z0 = min(z0, zs[j])
-                z1 = max(z1, zs[j])
-            box[t, 0], box[t, 1], box[t, 2], box[t, 3], box[t, 4], box[t, 5] = \
-                x0, x1, y0, y1, z0, z1
-        for t in range(first_leaf - 1, -1, -1):  # inner boxes: union of the children's
-            u, v = 2 * t + 1, 2 * t + 2
-            for k in range(0, 6, 2):
-                box[t, k] = min(box[u, k], box[v, k])
-                box[t, k + 1] = max(box[u, k + 1], box[v, k + 1])
+        for t in range(nnode - 1, -1, -1):  # children before parents
+            c = child[t]
+            if c < 0:  # a leaf: the box of its points
+                a, b = lo[t], hi[t]
+                x0, x1, y0, y1, z0, z1 = xs[a], xs[a], ys[a], ys[a], zs[a], zs[a]
+                for j in range(a + 1, b):
+                    x0 = min(x0, xs[j])
+                    x1 = max(x1, xs[j])
+                    y0 = min(y0, ys[j])
+                    y1 = max(y1, ys[j])
+                    z0 = min(z0, zs[j])
+                    z1 = max(z1, zs[j])
+                box[t, 0], box[t, 1], box[t, 2], box[t, 3], box[t, 4], box[t, 5] = \
+                    x0, x1, y0, y1, z0, z1
+            else:  # the union of its children's
+                for k in range(0, 6, 2):
+                    box[t, k] = min(box[c, k], box[c + 1, k])
+                    box[t, k + 1] = max(box[c, k + 1], box[c + 1, k + 1])
         where = np.empty(n, dtype=np.int64)  # original index -> tree position
         for j in range(n):
             where[ids[j]] = j
@@ -300,8 +337,8 @@ if HAVE_NUMBA:
         # per node: the largest distance's bits below it and the largest packed key
         nmax = np.full(nnode, np.float64(np.inf).view(np.int64))
         nkey = np.zeros(nnode, dtype=np.int64)
-        stack = np.empty(h + 2, dtype=np.int64)
-        seen = np.empty(first_leaf + 1, dtype=np.int64)  # inner nodes visited, pre-order
+        stack = st_t
+        seen = np.empty(nnode, dtype=np.int64)  # inner nodes visited, pre-order
         for i in range(m):
             out_row[i] = far
             sx, sy, sz = px[far], py[far], pz[far]
@@ -311,7 +348,8 @@ if HAVE_NUMBA:
             while top:    # nodes on the stack have passed their check
                 top -= 1
                 t = stack[top]
-                if t >= first_leaf:
+                c = child[t]
+                if c < 0:
                     best = 0
                     key = 0
                     for j in range(lo[t], hi[t]):
@@ -328,18 +366,19 @@ if HAVE_NUMBA:
                     continue
                 seen[nseen] = t
                 nseen += 1
-                for c in range(2 * t + 1, 2 * t + 3):
-                    gx = max(box[c, 0] - sx, sx - box[c, 1], 0.0)
-                    gy = max(box[c, 2] - sy, sy - box[c, 3], 0.0)
-                    gz = max(box[c, 4] - sz, sz - box[c, 5], 0.0)
+                for u in range(c, c + 2):
+                    gx = max(box[u, 0] - sx, sx - box[u, 1], 0.0)
+                    gy = max(box[u, 2] - sy, sy - box[u, 3], 0.0)
+                    gz = max(box[u, 4] - sz, sz - box[u, 5], 0.0)
                     bound = np.float64(gx * gx + gy * gy + gz * gz).view(np.int64)
-                    if bound < nmax[c]:  # else no distance below c can drop: skip it
-                        stack[top] = c
+                    if bound < nmax[u]:  # else no distance below u can drop: skip it
+                        stack[top] = u
                         top += 1
             for k in range(nseen - 1, -1, -1):  # children before parents
                 t = seen[k]
-                nmax[t] = max(nmax[2 * t + 1], nmax[2 * t + 2])
-                nkey[t] = max(nkey[2 * t + 1], nkey[2 * t + 2])
+                c = child[t]
+                nmax[t] = max(nmax[c], nmax[c + 1])
+                nkey[t] = max(nkey[c], nkey[c + 1])
             best = nmax[0]
             if best > 0:  # all distances 0: keep the previous pick, as open3d does
                 far = low - (nkey[0] & low)
@@ -360,9 +399,9 @@ if HAVE_NUMBA:
 
     @njit(cache=True)
     def _fps_cloud(px, py, pz, far, m, out_row):  # pragma: no cover - compiled
-        """One cloud: pruned when enough picks amortize sorting it into cells, plain
-        otherwise (thresholds measured on this machine, see the constants)."""
-        if m >= _FPS_PRUNE_MIN_PICKS and px.shape[0] * m >= _FPS_PRUNE_MIN_WORK:
+        """One cloud: pruned when enough picks amortize building its tree, plain otherwise
+        (thresholds measured on this machine, see the constants)."""
+        if m >= _FPS_PRUNE_MIN_PICKS and m * m * px.shape[0] >= _FPS_PRUNE_MIN_M2N:
             _fps_one_pruned(px, py, pz, far, m, out_row, _FPS_CELL)
         else:
             _fps_one(px, py, pz, far, m, out_row)

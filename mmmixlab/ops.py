@@ -5,7 +5,9 @@ Why these live here, in plain PyTorch: the peer code bases rely on CUDA-only ext
 function below runs on any device; farthest point sampling, the one step that is inherently
 sequential, gets a numba kernel on CPU because a Python loop over samples is too slow there:
 one vectorised pass per pick (~0.3 ns per point and pick here, open3d ~1.1 ns) behind a wrapper
-that runs no torch op on the common call (~4 us fixed cost per call).
+that runs no torch op on the common call (~4 us fixed cost per call); from a few hundred picks
+on (see ``_FPS_PRUNE_MIN_M2N``) a bucket tree instead, which updates only the parts of the
+cloud a new pick can reach (the QuickFPS idea), with the same picks bit for bit.
 
 Farthest point sampling follows open3d's legacy
 ``PointCloud.farthest_point_down_sample(num_samples, start_index)`` (open3d 0.20) exactly:

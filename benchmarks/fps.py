@@ -335,7 +335,7 @@ def bench_ref_config(b: int, n: int, m: int, quick: bool, seed: int, qf, fs) -> 
         row["fpsample_h"] = hf
         fns["fpsample"] = lambda: [fs.bucket_fps_kdline_sampling(c, m, hf, start_idx=start)
                                    for c in clouds]
-    t = interleaved(fns, rounds=25, warmup=1, min_rounds=3,
+    t = interleaved(fns, rounds=25, warmup=1, min_rounds=3 if quick else 5,
                     budget_s=1.5 if quick else 6.0, keep_first=True)
     ours = t["ours"].first_result
     assert torch.equal(ours[:1], farthest_point_sample_reference(x[:1], m, start)), \

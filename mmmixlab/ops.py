@@ -56,10 +56,11 @@ __all__ = [
 # Upper bound on the elements of one (B, chunk, N) distance block in knn / ball_query: keeps the
 # peak at a few hundred MB for B=200, N=10k instead of materialising (B, M, N) at once.
 _CHUNK_ELEMENTS = 1 << 24
-# FPS distance updates (B * N * M) from which a batch is shared with helper threads (~5 ms on
-# one thread: below that, on a busy machine, a helper's late start or the GIL costs more than
-# it saves), and the work per chunk of clouds a thread claims
-_FPS_PARALLEL_MIN_WORK = 1 << 24
+# FPS distance updates (B * N * M) from which a batch is shared with helper threads (~1.3 ms on
+# one thread; 1 << 24 before issue 23, but at 8 x 2,048 -> 256 the shared batch took 0.69x the
+# serial time: the caller works through the chunks too, so a late helper costs little), and the
+# work per chunk of clouds a thread claims
+_FPS_PARALLEL_MIN_WORK = 1 << 22
 _FPS_CHUNK_WORK = 1 << 21
 # Pruned (bucket) FPS, a tree over the cloud with leaves of up to _FPS_CELL points whose updates
 # are skipped when the new pick cannot reach them: used from _FPS_PRUNE_MIN_PICKS picks and
@@ -70,6 +71,8 @@ _FPS_CHUNK_WORK = 1 << 21
 _FPS_PRUNE_MIN_PICKS = 128
 _FPS_PRUNE_MIN_M2N = 600_000_000
 _FPS_CELL = 32
+_FPS_CELL_LARGE = 64          # leaves from _FPS_CELL_LARGE_N points on (0.93x the time of 32
+_FPS_CELL_LARGE_N = 1 << 15   # at 50k -> 256 ... 4,096; even at 20k)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -404,7 +407,8 @@ if HAVE_NUMBA:
         """One cloud: pruned when enough picks amortize building its tree, plain otherwise
         (thresholds measured on this machine, see the constants)."""
         if m >= _FPS_PRUNE_MIN_PICKS and m * m * px.shape[0] >= _FPS_PRUNE_MIN_M2N:
-            _fps_one_pruned(px, py, pz, far, m, out_row, _FPS_CELL)
+            leaf = _FPS_CELL_LARGE if px.shape[0] >= _FPS_CELL_LARGE_N else _FPS_CELL
+            _fps_one_pruned(px, py, pz, far, m, out_row, leaf)
         else:
             _fps_one(px, py, pz, far, m, out_row)
 

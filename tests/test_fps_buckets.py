@@ -78,7 +78,7 @@ def test_every_path_equals_the_reference(kind, n, m):
     assert (ref[:, 0] == start).all()
     xt = _planes(x)
     np.testing.assert_array_equal(_fps_kernel_serial(xt, start, m), ref)
-    for leaf in (1, 3, ops._FPS_CELL, n):
+    for leaf in (1, 3, ops._FPS_CELL, ops._FPS_CELL_LARGE, n):
         np.testing.assert_array_equal(_fps_kernel_pruned(xt, start, m, leaf), ref)
     np.testing.assert_array_equal(farthest_point_sample(torch.from_numpy(x), m,
                                                         torch.from_numpy(start)).numpy(), ref)

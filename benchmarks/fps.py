@@ -391,7 +391,7 @@ def explain_difference(x: torch.Tensor, ours: torch.Tensor, theirs: torch.Tensor
 
 def run_refs(device: torch.device | None = None, quick: bool = False) -> dict:
     qf, fs = _optional("torch_quickfps"), _optional("fpsample")
-    x, start = make_clouds(4, 5000, 0)  # compile / warm every path of ours
+    x, _ = make_clouds(4, 5000, 0)  # compile / warm every path of ours
     for m in (64, 1024):
         assert torch.equal(farthest_point_sample(x, m, 3), farthest_point_sample_reference(x, m, 3))
     rows = []

@@ -4,7 +4,8 @@ Each module runs alone (``python -m benchmarks.fps``) or through ``python -m ben
 (``make bench``), which writes ``benchmarks/results-<device>.json``:
 
 * :mod:`benchmarks.fps`: batched farthest point sampling vs open3d's legacy FPS (identical
-  indices checked on every timed configuration);
+  indices checked on every timed configuration); ``--refs`` instead: vs torch-quickfps and
+  fpsample (optional extra ``bench``) over the issue-23 grid;
 * :mod:`benchmarks.mixing_overhead`: one stage-2 step with input + feature mixing vs the same
   step without mixing;
 * :mod:`benchmarks.feature_caching`: images/s and texts/s of the frozen CLIP encoders;

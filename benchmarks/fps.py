@@ -23,6 +23,14 @@ no argmax), and the fixed cost of a call (N=1, M=1). On CUDA it also reports the
 batch at B=200, N=10k, M=384 (the paper-size tokenizer), checked against the CPU indices.
 
     python -m benchmarks.fps [--device cpu|cuda] [--quick]
+
+``--refs`` runs the issue-23 comparison instead (:func:`run_refs`): ours vs the fastest exact
+FPS packages on PyPI, ``torch-quickfps`` (bucket FPS, a torch op) and ``fpsample`` (its
+kd-line bucket FPS), both optional (``pip install -e .[bench]``; a missing one shows as "not
+installed"), over B in 1, 8, 32, 256, N in 512, 2,048, 10,000, 50,000, M in 64, 256, 1,024,
+4,096 (M < N):
+
+    python -m benchmarks.fps --refs [--quick]
 """
 
 from __future__ import annotations
@@ -265,6 +273,216 @@ def report(res: dict) -> str:
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------------------- issue 23
+
+REF_BATCHES = (1, 8, 32, 256)
+REF_POINTS = (512, 2048, 10000, 50000)
+REF_SAMPLES = (64, 256, 1024, 4096)
+REF_SKIP: dict = {}  # (B, N, M) -> why it is not measured (filled in after the full run)
+REF_HS = (3, 5, 7, 9)  # bucket heights tried for both references; each gets its fastest
+
+
+def _optional(name: str):
+    try:
+        return __import__(name)
+    except Exception:  # noqa: BLE001 - missing or broken optional package: "not installed"
+        return None
+
+
+def ref_grid(quick: bool = False) -> list:
+    """(B, N, M) of the issue-23 grid; --quick keeps B in 1 and 32 and N up to 10,000."""
+    out = []
+    for n in REF_POINTS:
+        for m in REF_SAMPLES:
+            for b in REF_BATCHES:
+                if m >= n or (quick and (b not in (1, 32) or n > 10000)):
+                    continue
+                out.append((b, n, m))
+    return out
+
+
+def _fastest_h(fn, hs) -> tuple:
+    """(h, fn) of the bucket height whose single call was fastest (one untimed call each)."""
+    best = None
+    for h in hs:
+        t0 = time.perf_counter()
+        fn(h)
+        dt = time.perf_counter() - t0
+        if best is None or dt < best[0]:
+            best = (dt, h)
+    return best[1]
+
+
+def bench_ref_config(b: int, n: int, m: int, quick: bool, seed: int, qf, fs) -> dict:
+    """Ours vs torch-quickfps vs fpsample alternating; one start index shared by every cloud
+    (torch-quickfps takes a single int). Picks: ours == torch-quickfps' exactly (both follow
+    lowest-index ties in float64-equal order); fpsample's kd-line FPS is speed-only (float32
+    distances, its own start handling), its agreement is reported as a fraction."""
+    x, _ = make_clouds(b, n, seed)
+    start = int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(seed)))
+    fns = {"ours": lambda: farthest_point_sample(x, m, start)}
+    row: dict = {"B": b, "N": n, "M": m, "start": start}
+    if qf is not None:
+        sub = x[:min(b, 8)]
+        hq = _fastest_h(lambda h: qf.sample_idx(sub, m, h=h, start_idx=start), REF_HS)
+        row["quickfps_h"] = hq
+        fns["quickfps"] = lambda: qf.sample_idx(x, m, h=hq, start_idx=start)
+    if fs is not None:
+        clouds = [c.numpy() for c in x]
+        hs = [h for h in REF_HS if 2 ** h <= n]
+        hf = _fastest_h(lambda h: fs.bucket_fps_kdline_sampling(clouds[0], m, h, start_idx=start),
+                        hs)
+        row["fpsample_h"] = hf
+        fns["fpsample"] = lambda: [fs.bucket_fps_kdline_sampling(c, m, hf, start_idx=start)
+                                   for c in clouds]
+    t = interleaved(fns, rounds=25, warmup=1, min_rounds=3 if quick else 5,
+                    budget_s=1.5 if quick else 6.0, keep_first=True)
+    ours = t["ours"].first_result
+    assert torch.equal(ours[:1], farthest_point_sample_reference(x[:1], m, start)), \
+        f"ours != the torch reference at B={b} N={n} M={m}"
+    row["ours_ms"] = t["ours"].summary()
+    for name in ("quickfps", "fpsample"):
+        if name not in t:
+            row[name] = "not installed"
+            continue
+        row[name] = {"ms": t[name].summary(), "ours_speedup": ratio(t[name], t["ours"])}
+    if "quickfps" in t:
+        theirs = t["quickfps"].first_result.long()
+        row["quickfps"]["identical"] = bool(torch.equal(theirs, ours))
+        if not row["quickfps"]["identical"]:
+            row["quickfps"]["first_difference"] = explain_difference(x, ours, theirs)
+            log(f"[fps] torch-quickfps differs at B={b} N={n} M={m}: "
+                f"{row['quickfps']['first_difference']}")
+    if "fpsample" in t:
+        got = np.stack([np.asarray(r, dtype=np.int64) for r in t["fpsample"].first_result])
+        row["fpsample"]["same_picks_fraction"] = round(float(
+            np.mean([len(set(g.tolist()) & set(o.tolist())) / m
+                     for g, o in zip(got, ours.numpy())])), 4)
+    refs = [row[k]["ms"]["min"] for k in ("quickfps", "fpsample") if isinstance(row[k], dict)]
+    if refs:  # vs the fastest reference, best rounds and medians
+        fastest = min((k for k in ("quickfps", "fpsample") if isinstance(row[k], dict)),
+                      key=lambda k: row[k]["ms"]["min"])
+        row["fastest_ref"] = fastest
+        row["vs_fastest"] = row[fastest]["ours_speedup"]
+    return row
+
+
+def explain_difference(x: torch.Tensor, ours: torch.Tensor, theirs: torch.Tensor) -> dict:
+    """Where torch-quickfps' picks first leave ours, and whether that is a float32 near-tie:
+    after the common prefix our pick is the float64 farthest point (lowest index on ties),
+    while in float32 ((dx*dx + dy*dy) + dz*dz, as a float32 kernel computes) their pick is at
+    least as far. torch-quickfps computes in float32 whatever the input dtype."""
+    b, i = (int(v) for v in (ours != theirs).nonzero()[0])
+    picked = ours[b, :i]
+
+    def dmin(p, dtype):
+        xs = x[b].to(dtype)
+        d = xs[picked] - xs[p]
+        return float(((d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2]).min())
+
+    o, q = int(ours[b, i]), int(theirs[b, i])
+    o64, q64, o32, q32 = (dmin(o, torch.float64), dmin(q, torch.float64),
+                          dmin(o, torch.float32), dmin(q, torch.float32))
+    near_tie = (o64 > q64 or (o64 == q64 and o < q)) and q32 >= o32
+    return {"cloud": b, "pick": i, "ours": o, "theirs": q,
+            "rel_gap_float64": float(f"{(o64 - q64) / o64:.3g}"),
+            "float32_near_tie": bool(near_tie)}
+
+
+def run_refs(device: torch.device | None = None, quick: bool = False) -> dict:
+    qf, fs = _optional("torch_quickfps"), _optional("fpsample")
+    x, _ = make_clouds(4, 5000, 0)  # compile / warm every path of ours
+    for m in (64, 1024):
+        assert torch.equal(farthest_point_sample(x, m, 3), farthest_point_sample_reference(x, m, 3))
+    rows = []
+    for b, n, m in ref_grid(quick):
+        if (b, n, m) in REF_SKIP:
+            rows.append({"B": b, "N": n, "M": m, "skipped": REF_SKIP[(b, n, m)]})
+            continue
+        log(f"[fps] refs B={b} N={n} M={m} ...")
+        rows.append(bench_ref_config(b, n, m, quick, len(rows) + 1, qf, fs))
+    timed = [r for r in rows if "vs_fastest" in r]
+    worst = min(timed, key=lambda r: r["vs_fastest"]["of_mins"]) if timed else None
+    worst_med = min(timed, key=lambda r: r["vs_fastest"]["of_medians"]) if timed else None
+    return {"configs": rows,
+            "versions": {"torch_quickfps": _pkg_version("torch-quickfps") if qf else None,
+                         "fpsample": getattr(fs, "__version__", "?") if fs else None},
+            "torch_threads": torch.get_num_threads(),
+            "min_vs_fastest": None if worst is None else
+            {"of_mins": worst["vs_fastest"]["of_mins"], "config": {k: worst[k] for k in "BNM"},
+             "ref": worst["fastest_ref"]},
+            "min_vs_fastest_of_medians": None if worst_med is None else
+            {"of_medians": worst_med["vs_fastest"]["of_medians"],
+             "config": {k: worst_med[k] for k in "BNM"}, "ref": worst_med["fastest_ref"]},
+            "all_identical_to_quickfps": all(r["quickfps"]["identical"] for r in timed
+                                             if isinstance(r.get("quickfps"), dict)),
+            "differences_all_float32_near_ties": all(
+                r["quickfps"]["first_difference"]["float32_near_tie"] for r in timed
+                if isinstance(r.get("quickfps"), dict) and not r["quickfps"]["identical"]),
+            "load_average_1m_end": round(os.getloadavg()[0], 2),
+            "clouds": "uniform in the unit ball, float32, one random start per configuration"}
+
+
+def _pkg_version(dist: str):
+    try:
+        from importlib.metadata import version
+        return version(dist)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _identical_cell(q) -> str:
+    if not isinstance(q, dict):
+        return "-"
+    if q["identical"]:
+        return "yes"
+    d = q["first_difference"]
+    return f"from pick {d['pick']}" + (" (f32 tie)" if d["float32_near_tie"] else " (NOT a tie)")
+
+
+def report_refs(res: dict) -> str:
+    rows = []
+    for c in res["configs"]:
+        if "skipped" in c:
+            rows.append([c["B"], c["N"], c["M"], "skipped: " + c["skipped"]] + [None] * 9)
+            continue
+        cells = [c["B"], c["N"], c["M"], c["ours_ms"]["min"]]
+        for k in ("quickfps", "fpsample"):
+            r = c[k]
+            if isinstance(r, dict):
+                cells += [r["ms"]["min"], r["ours_speedup"]["of_mins"],
+                          r["ours_speedup"]["of_medians"]]
+            else:
+                cells += [r, None, None]
+        q = c["quickfps"]
+        cells += [_identical_cell(q),
+                  c["fpsample"]["same_picks_fraction"] if isinstance(c["fpsample"], dict)
+                  else "-",
+                  c.get("fastest_ref", "-"), c["ours_ms"]["rounds"]]
+        rows.append(cells)
+    w, wm = res["min_vs_fastest"], res["min_vs_fastest_of_medians"]
+    out = ["FPS vs torch-quickfps / fpsample: best-of-rounds ms per batch; speed-up = ref / ours",
+           table(rows, ["B", "N", "M", "ours ms", "quickfps ms", "q best", "q medians",
+                        "fpsample ms", "f best", "f medians", "= quickfps", "fpsample overlap",
+                        "fastest ref", "rounds"])]
+    if w:
+        out.append(f"lowest speed-up vs the fastest reference: {w['of_mins']}x (best rounds) at "
+                   f"B={w['config']['B']} N={w['config']['N']} M={w['config']['M']} "
+                   f"({w['ref']}); of medians {wm['of_medians']}x at B={wm['config']['B']} "
+                   f"N={wm['config']['N']} M={wm['config']['M']} ({wm['ref']}); all identical "
+                   f"to torch-quickfps: {res['all_identical_to_quickfps']} (every difference a "
+                   f"float32 near-tie, our pick the float64 farthest: "
+                   f"{res['differences_all_float32_near_ties']}); versions "
+                   f"{res['versions']}, torch threads {res['torch_threads']}")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    standalone("fps", run, report)
+    import sys
+    argv = sys.argv[1:]
+    if "--refs" in argv:
+        argv.remove("--refs")
+        standalone("fps_refs", run_refs, report_refs, argv)
+    else:
+        standalone("fps", run, report, argv)
 

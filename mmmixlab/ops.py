@@ -5,7 +5,9 @@ Why these live here, in plain PyTorch: the peer code bases rely on CUDA-only ext
 function below runs on any device; farthest point sampling, the one step that is inherently
 sequential, gets a numba kernel on CPU because a Python loop over samples is too slow there:
 one vectorised pass per pick (~0.3 ns per point and pick here, open3d ~1.1 ns) behind a wrapper
-that runs no torch op on the common call (~4 us fixed cost per call).
+that runs no torch op on the common call (~4 us fixed cost per call); from a few hundred picks
+on (see ``_FPS_PRUNE_MIN_M2N``) a bucket tree instead, which updates only the parts of the
+cloud a new pick can reach (the QuickFPS idea), with the same picks bit for bit.
 
 Farthest point sampling follows open3d's legacy
 ``PointCloud.farthest_point_down_sample(num_samples, start_index)`` (open3d 0.20) exactly:
@@ -55,18 +57,23 @@ __all__ = [
 # Upper bound on the elements of one (B, chunk, N) distance block in knn / ball_query: keeps the
 # peak at a few hundred MB for B=200, N=10k instead of materialising (B, M, N) at once.
 _CHUNK_ELEMENTS = 1 << 24
-# FPS distance updates (B * N * M) from which a batch is shared with helper threads (~5 ms on
-# one thread: below that, on a busy machine, a helper's late start or the GIL costs more than
-# it saves), and the work per chunk of clouds a thread claims
-_FPS_PARALLEL_MIN_WORK = 1 << 24
+# FPS distance updates (B * N * M) from which a batch is shared with helper threads (~1.3 ms on
+# one thread; 1 << 24 before issue 23, but at 8 x 2,048 -> 256 the shared batch took 0.69x the
+# serial time: the caller works through the chunks too, so a late helper costs little), and the
+# work per chunk of clouds a thread claims
+_FPS_PARALLEL_MIN_WORK = 1 << 22
 _FPS_CHUNK_WORK = 1 << 21
-# Pruned FPS (cells of _FPS_CELL points skipped when the new pick cannot reach them): used from
-# this many picks and points on, where it measured faster than the vectorised plain loop
-# (0.57x its time at 10k -> 2,048, 0.96x at 10k -> 1,024, slower below: sorting the cloud
-# into cells costs ~0.1 ms per 1,000 points)
-_FPS_PRUNE_MIN_PICKS = 1024
-_FPS_PRUNE_MIN_POINTS = 8192
+# Pruned (bucket) FPS, a tree over the cloud with leaves of up to _FPS_CELL points whose updates
+# are skipped when the new pick cannot reach them: used from _FPS_PRUNE_MIN_PICKS picks and
+# M * M * N >= _FPS_PRUNE_MIN_M2N on, where it measured faster than the vectorised plain loop
+# (single clouds uniform in the ball, pruned / plain time: 1.03 at 50k -> 128, 1.03 at 20k ->
+# 192, 0.94 at 10k -> 256, 0.99 at 4,096 -> 384, 0.96 at 2,048 -> 512; building the tree costs
+# ~20-30 ns per point, ~70-100 plain updates, and the pruning pays off as M grows)
+_FPS_PRUNE_MIN_PICKS = 128
+_FPS_PRUNE_MIN_M2N = 600_000_000
 _FPS_CELL = 32
+_FPS_CELL_LARGE = 64          # leaves from _FPS_CELL_LARGE_N points on (0.93x the time of 32
+_FPS_CELL_LARGE_N = 1 << 15   # at 50k -> 256 ... 4,096; even at 20k)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -197,96 +204,195 @@ if HAVE_NUMBA:
                             far = j
                             break
 
-    @njit(cache=True)
-    def _fps_one_pruned(px, py, pz, far, m, out_row, cell):  # pragma: no cover - compiled
-        """The same picks as :func:`_fps_one`, skipping whole cells of points that the new
-        pick cannot bring closer.
+    @njit(cache=True, inline="always")
+    def _spread3(v):  # pragma: no cover - compiled
+        """The low 10 bits of v moved to every third bit (a Morton code's one axis)."""
+        v = (v | (v << 16)) & 0x030000FF
+        v = (v | (v << 8)) & 0x0300F00F
+        v = (v | (v << 4)) & 0x030C30C3
+        return (v | (v << 2)) & 0x09249249
 
-        Points are sorted along a Morton curve and cut into cells of ``cell`` points, each with
-        its bounding box, the largest current distance in it and the largest packed key (see
-        :func:`_fps_one`; the index part is the original index). A new pick s lowers some
-        distance in a cell only if s is nearer to a point of the cell than that point's current
-        distance; the squared distance from s to the cell's box, computed with the same
-        operations in the same order, is a floating-point lower bound of every point's distance
-        to s (rounding is monotonic), so a cell whose bound is >= its largest distance keeps
-        every distance and is skipped: the result is identical, ties included, and late picks
-        touch only the cells near them.
+    @njit(cache=True)
+    def _fps_one_pruned(px, py, pz, far, m, out_row, leaf):  # pragma: no cover - compiled
+        """The same picks as :func:`_fps_one`, updating only the tree nodes that the new pick
+        can bring closer (bucket FPS, as QuickFPS does with a kd-tree).
+
+        The tree: points sorted by a 15-bit Morton code (a counting sort over at most 2^15
+        cells; points in one cell need no order), then split recursively at the code bits, x,
+        y, z in turn, i.e. at the middle of a cell range along one axis (a binary radix tree,
+        a kd-tree of spatial halves; empty halves are not stored), down to leaves of at most
+        ``leaf`` points or one cell. Each node keeps its points' bounding box, the largest
+        current distance below it (as int64 bits) and the largest packed key (see
+        :func:`_fps_one`; the index part is the original index). A new pick s lowers a
+        distance below a node only if s is nearer to that point than its current distance;
+        the squared distance from s to the node's box, computed with the same operations in
+        the same order, is a floating-point lower bound of every such point's distance to s
+        (rounding is monotonic), so a node whose bound is >= its largest distance is skipped
+        with its whole subtree: the result is identical, ties included. The visited inner
+        nodes then take their children's maxima again, and the root names the pick.
         """
         n = px.shape[0]
+        leaf = max(leaf, 1)
+        res, nbits = 1, 0  # cells per axis, bits of a code
+        while res < 32 and res * res * res < 4 * n:
+            res *= 2
+            nbits += 3
         lo_x, hi_x = px.min(), px.max()
         lo_y, hi_y = py.min(), py.max()
         lo_z, hi_z = pz.min(), pz.max()
         span = max(hi_x - lo_x, hi_y - lo_y, hi_z - lo_z)
-        scale = 1023.0 / span if span > 0 else 0.0
+        scale = res / span if span > 0 else 0.0
         code = np.empty(n, dtype=np.int64)
-        for j in range(n):  # 10-bit Morton code per point
-            ix = int((px[j] - lo_x) * scale)
-            iy = int((py[j] - lo_y) * scale)
-            iz = int((pz[j] - lo_z) * scale)
-            c = 0
-            for bit in range(10):
-                c |= (((ix >> bit) & 1) << (3 * bit)) | (((iy >> bit) & 1) << (3 * bit + 1)) \
-                    | (((iz >> bit) & 1) << (3 * bit + 2))
-            code[j] = c
-        order = np.argsort(code, kind="mergesort")
-        where = np.empty(n, dtype=np.int64)  # original index -> sorted position
+        count = np.zeros(res * res * res + 1, dtype=np.int64)
         for j in range(n):
-            where[order[j]] = j
-        xs, ys, zs = px[order], py[order], pz[order]
-        ncell = (n + cell - 1) // cell
-        bx0 = np.empty(ncell)
-        bx1 = np.empty(ncell)
-        by0 = np.empty(ncell)
-        by1 = np.empty(ncell)
-        bz0 = np.empty(ncell)
-        bz1 = np.empty(ncell)
-        for c in range(ncell):
-            a, b = c * cell, min(n, (c + 1) * cell)
-            bx0[c], bx1[c] = xs[a:b].min(), xs[a:b].max()
-            by0[c], by1[c] = ys[a:b].min(), ys[a:b].max()
-            bz0[c], bz1[c] = zs[a:b].min(), zs[a:b].max()
+            ix = min(int((px[j] - lo_x) * scale), res - 1)
+            iy = min(int((py[j] - lo_y) * scale), res - 1)
+            iz = min(int((pz[j] - lo_z) * scale), res - 1)
+            c = _spread3(ix) | (_spread3(iy) << 1) | (_spread3(iz) << 2)
+            code[j] = c
+            count[c + 1] += 1
+        for c in range(1, count.shape[0]):
+            count[c] += count[c - 1]
+        ids = np.empty(n, dtype=np.int64)
+        scode = np.empty(n, dtype=np.int64)
+        for j in range(n):  # stable: ties keep index order (not needed, but deterministic)
+            c = code[j]
+            ids[count[c]] = j
+            scode[count[c]] = c
+            count[c] += 1
+        xs = np.empty(n)
+        ys = np.empty(n)
+        zs = np.empty(n)
+        for j in range(n):
+            k = ids[j]
+            xs[j] = px[k]
+            ys[j] = py[k]
+            zs[j] = pz[k]
+        # the tree, twice: count the nodes, then store them (children after their parent)
+        st_a = np.empty(nbits + 4, dtype=np.int64)
+        st_b = np.empty(nbits + 4, dtype=np.int64)
+        st_bit = np.empty(nbits + 4, dtype=np.int64)
+        st_t = np.empty(nbits + 4, dtype=np.int64)
+        nnode = 1
+        lo = np.empty(0, dtype=np.int64)
+        hi = np.empty(0, dtype=np.int64)
+        child = np.empty(0, dtype=np.int64)
+        for store in range(2):
+            if store:
+                lo = np.empty(nnode, dtype=np.int64)
+                hi = np.empty(nnode, dtype=np.int64)
+                child = np.full(nnode, -1, dtype=np.int64)  # first child; -1: a leaf
+                lo[0], hi[0] = 0, n
+            nnode = 1
+            top = 1
+            st_a[0], st_b[0], st_bit[0], st_t[0] = 0, n, nbits - 1, 0
+            while top:
+                top -= 1
+                a, b, bit, t = st_a[top], st_b[top], st_bit[top], st_t[top]
+                if b - a <= leaf:
+                    continue
+                s = a
+                while bit >= 0:  # the first position with this bit set (codes are sorted)
+                    u, v = a, b
+                    while u < v:
+                        w = (u + v) // 2
+                        if (scode[w] >> bit) & 1:
+                            v = w
+                        else:
+                            u = w + 1
+                    s = u
+                    if a < s < b:
+                        break
+                    bit -= 1  # one half is empty: split at the next bit instead
+                if bit < 0:
+                    continue  # one cell: a leaf, however many points
+                c = nnode
+                nnode += 2
+                if store:
+                    child[t] = c
+                    lo[c], hi[c], lo[c + 1], hi[c + 1] = a, s, s, b
+                st_a[top], st_b[top], st_bit[top], st_t[top] = a, s, bit - 1, c
+                st_a[top + 1], st_b[top + 1], st_bit[top + 1], st_t[top + 1] = s, b, bit - 1, c + 1
+                top += 2
+        box = np.empty((nnode, 6))  # x0, x1, y0, y1, z0, z1 per node: one cache line
+        for t in range(nnode - 1, -1, -1):  # children before parents
+            c = child[t]
+            if c < 0:  # a leaf: the box of its points
+                a, b = lo[t], hi[t]
+                x0, x1, y0, y1, z0, z1 = xs[a], xs[a], ys[a], ys[a], zs[a], zs[a]
+                for j in range(a + 1, b):
+                    x0 = min(x0, xs[j])
+                    x1 = max(x1, xs[j])
+                    y0 = min(y0, ys[j])
+                    y1 = max(y1, ys[j])
+                    z0 = min(z0, zs[j])
+                    z1 = max(z1, zs[j])
+                box[t, 0], box[t, 1], box[t, 2], box[t, 3], box[t, 4], box[t, 5] = \
+                    x0, x1, y0, y1, z0, z1
+            else:  # the union of its children's
+                for k in range(0, 6, 2):
+                    box[t, k] = min(box[c, k], box[c + 1, k])
+                    box[t, k + 1] = max(box[c, k + 1], box[c + 1, k + 1])
+        where = np.empty(n, dtype=np.int64)  # original index -> tree position
+        for j in range(n):
+            where[ids[j]] = j
         low = _index_mask(n)
         high = ~low
         dist = np.full(n, np.inf)
         bits = dist.view(np.int64)
-        cmax = np.zeros(ncell, dtype=np.int64)  # largest distance's bits per cell
-        ckey = np.zeros(ncell, dtype=np.int64)  # largest packed key per cell
+        # per node: the largest distance's bits below it and the largest packed key
+        nmax = np.full(nnode, np.float64(np.inf).view(np.int64))
+        nkey = np.zeros(nnode, dtype=np.int64)
+        stack = st_t
+        seen = np.empty(nnode, dtype=np.int64)  # inner nodes visited, pre-order
         for i in range(m):
             out_row[i] = far
             sx, sy, sz = px[far], py[far], pz[far]
-            for c in range(ncell):
-                gx = max(bx0[c] - sx, sx - bx1[c], 0.0)
-                gy = max(by0[c] - sy, sy - by1[c], 0.0)
-                gz = max(bz0[c] - sz, sz - bz1[c], 0.0)
-                bound = np.float64(gx * gx + gy * gy + gz * gz).view(np.int64)
-                if i > 0 and bound >= cmax[c]:
-                    continue  # no distance in this cell can drop
-                a, b = c * cell, min(n, (c + 1) * cell)
-                best = 0
-                key = 0
-                for j in range(a, b):
-                    dx = xs[j] - sx
-                    dy = ys[j] - sy
-                    dz = zs[j] - sz
-                    d = min(dist[j], dx * dx + dy * dy + dz * dz)
-                    dist[j] = d
-                    v = np.float64(d).view(np.int64)
-                    best = max(best, v)
-                    key = max(key, (v & high) | (low - order[j]))
-                cmax[c] = best
-                ckey[c] = key
-            best = 0
-            key = 0
-            for c in range(ncell):
-                best = max(best, cmax[c])
-                key = max(key, ckey[c])
+            top = 1
+            stack[0] = 0  # the root: every distance is still inf at the first pick, and
+            nseen = 0     # later a pick is always a point of the cloud, within its box
+            while top:    # nodes on the stack have passed their check
+                top -= 1
+                t = stack[top]
+                c = child[t]
+                if c < 0:
+                    best = 0
+                    key = 0
+                    for j in range(lo[t], hi[t]):
+                        dx = xs[j] - sx
+                        dy = ys[j] - sy
+                        dz = zs[j] - sz
+                        d = min(dist[j], dx * dx + dy * dy + dz * dz)
+                        dist[j] = d
+                        v = np.float64(d).view(np.int64)
+                        best = max(best, v)
+                        key = max(key, (v & high) | (low - ids[j]))
+                    nmax[t] = best
+                    nkey[t] = key
+                    continue
+                seen[nseen] = t
+                nseen += 1
+                for u in range(c, c + 2):
+                    gx = max(box[u, 0] - sx, sx - box[u, 1], 0.0)
+                    gy = max(box[u, 2] - sy, sy - box[u, 3], 0.0)
+                    gz = max(box[u, 4] - sz, sz - box[u, 5], 0.0)
+                    bound = np.float64(gx * gx + gy * gy + gz * gz).view(np.int64)
+                    if bound < nmax[u]:  # else no distance below u can drop: skip it
+                        stack[top] = u
+                        top += 1
+            for k in range(nseen - 1, -1, -1):  # children before parents
+                t = seen[k]
+                c = child[t]
+                nmax[t] = max(nmax[c], nmax[c + 1])
+                nkey[t] = max(nkey[c], nkey[c + 1])
+            best = nmax[0]
             if best > 0:  # all distances 0: keep the previous pick, as open3d does
-                far = low - (key & low)
+                far = low - (nkey[0] & low)
                 if bits[where[far]] != best:
                     far = n
                     for j in range(n):
-                        if bits[j] == best and order[j] < far:
-                            far = order[j]
+                        if bits[j] == best and ids[j] < far:
+                            far = ids[j]
 
     @njit(cache=True)
     def _fps_kernel_pruned(xyz, start, m, cell):  # pragma: no cover - compiled
@@ -299,10 +405,11 @@ if HAVE_NUMBA:
 
     @njit(cache=True)
     def _fps_cloud(px, py, pz, far, m, out_row):  # pragma: no cover - compiled
-        """One cloud: pruned when enough picks amortize sorting it into cells, plain
-        otherwise (thresholds measured on this machine, see the constants)."""
-        if m >= _FPS_PRUNE_MIN_PICKS and px.shape[0] >= _FPS_PRUNE_MIN_POINTS:
-            _fps_one_pruned(px, py, pz, far, m, out_row, _FPS_CELL)
+        """One cloud: pruned when enough picks amortize building its tree, plain otherwise
+        (thresholds measured on this machine, see the constants)."""
+        if m >= _FPS_PRUNE_MIN_PICKS and m * m * px.shape[0] >= _FPS_PRUNE_MIN_M2N:
+            leaf = _FPS_CELL_LARGE if px.shape[0] >= _FPS_CELL_LARGE_N else _FPS_CELL
+            _fps_one_pruned(px, py, pz, far, m, out_row, leaf)
         else:
             _fps_one(px, py, pz, far, m, out_row)
 

@@ -60,11 +60,12 @@ def cli(root: Path, args: list, log: Path) -> float:
 
 
 def plan_epochs(variant: str, e: int) -> dict:
-    """Epochs per phase a run of the plan trains at stage length ``e`` (per-stage budget; an
-    mm-mixing run takes its seed's fm run as stage 1 on both sides)."""
+    """Epochs per phase a run of the plan trains at stage length ``e`` (per-stage budget: the
+    one-stage run trains both stages' epochs; an mm-mixing run takes its seed's fm run as stage
+    1 on both sides)."""
     return {"baseline": {"baseline": e}, "baseline-2x": {"baseline": 2 * e},
             "fm": {"stage1": e}, "im": {"im": e}, "mm-mixing": {"stage2": e},
-            "one-stage": {"joint": e}}[variant]
+            "one-stage": {"joint": 2 * e}}[variant]
 
 
 def run_costs(out: Path) -> dict:

@@ -198,14 +198,14 @@ def test_training_curves():
 def test_live_curves_grow():
     live = viz.LiveCurves()
     live(HISTORY[0])
-    assert [t.name for t in live.widget.data][:2] == ["loss (stage1)", "temperature (stage1)"]
+    assert [t.name for t in live.figure.data][:2] == ["loss (stage1)", "temperature (stage1)"]
     live(HISTORY[1])
     live(HISTORY[2])
-    assert len(live.widget.data[0].x) == 2 and len(live.widget.data[2].x) == 1
+    assert len(live.figure.data[0].x) == 2 and len(live.figure.data[2].x) == 1
     live.show_history(HISTORY[:1])  # does not replace a live history
     assert len(live.history) == 3
     cached = viz.LiveCurves().show_history(HISTORY)
-    assert len(cached.widget.data) == 6
+    assert len(cached.figure.data) == 6
 
 
 def test_live_curves_move_within_the_first_stage1_epoch():
@@ -219,7 +219,7 @@ def test_live_curves_move_within_the_first_stage1_epoch():
 
     def on_step(record):
         live.step(record)
-        seen.append((record["x"], len(live.history), len(live.widget.data[0].x)))
+        seen.append((record["x"], len(live.history), len(live.figure.data[0].x)))
 
     Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False).fit(
         on_epoch=live, on_step=on_step)
@@ -227,7 +227,7 @@ def test_live_curves_move_within_the_first_stage1_epoch():
     assert [round(x, 3) for x, _, _ in first] == [0.333, 0.667, 1.0]
     assert all(h == 0 for _, h, _ in first)  # no epoch had finished, the curve grew already
     assert [n for _, _, n in first] == [1, 2, 3]
-    assert {t.name for t in live.widget.data} >= {"loss per step (stage1)",
+    assert {t.name for t in live.figure.data} >= {"loss per step (stage1)",
                                                   "loss per step (stage2)", "loss (stage1)"}
 
 

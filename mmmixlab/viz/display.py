@@ -1,0 +1,101 @@
+"""Showing plotly figures so that they survive a page reload and a kernel-less reopen.
+
+A plotly ``FigureWidget`` (an anywidget in plotly 6+) lives only in the browser page that
+created it: JupyterLab restores ipywidgets' own models from a live kernel after a reload, but
+anywidget's FigureWidget models fail to initialize ("model not found", empty axes), and a saved
+notebook opened without a kernel has no model at all. So the notebooks never display one:
+
+* a figure is an output with plotly's mimetype (``application/vnd.plotly.v1+json``), stored
+  in the notebook like any output and drawn by JupyterLab's plotly renderer with or without a
+  kernel; :func:`figure_bundle` builds it (``autosize``, ``config.responsive``: the figure
+  follows its output's width);
+* a figure that changes while its cell runs (live training curves) is shown with a
+  ``display_id`` and replaced in place (:class:`LiveDisplay`): the last update is what the
+  notebook stores;
+* a figure that changes from a widget callback (the mixing explorer) is the single output of
+  an ``ipywidgets.Output`` whose ``outputs`` the kernel sets (:func:`set_output`): a core
+  ipywidgets model, restored from the kernel after a reload, and from the notebook's saved
+  widget state (``saveState``, set by ``make install``) when the kernel is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+CONFIG = {"responsive": True, "displaylogo": False}
+
+
+def responsive(fig):
+    """``fig`` with no fixed width (``autosize``): it takes its output's width."""
+    fig.update_layout(autosize=True, width=None)
+    return fig
+
+
+def figure_bundle(fig) -> dict:
+    """The mimebundle of a plotly figure: plotly's mimetype (JSON, numpy arrays as lists) with
+    a responsive config, and a one-line text fallback."""
+    import plotly.io as pio
+
+    spec = json.loads(pio.to_json(responsive(fig), validate=False))
+    title = (spec.get("layout", {}).get("title") or {}).get("text") or "plotly figure"
+    return {PLOTLY_MIME: {"data": spec.get("data", []), "layout": spec.get("layout", {}),
+                          "config": dict(CONFIG)},
+            "text/plain": f"<figure: {title}>"}
+
+
+def in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class LiveDisplay:
+    """A figure output replaced in place: :meth:`show` once, then :meth:`update`.
+
+    ``min_interval``: updates closer together than this (seconds) are skipped unless
+    ``force`` (an epoch's end, the last state); outside a kernel nothing is displayed and
+    ``updates`` still counts what would have been sent.
+    """
+
+    def __init__(self, min_interval: float = 0.25):
+        self.min_interval = min_interval
+        self.handle = None
+        self.updates = 0
+        self._last = 0.0
+
+    def show(self, fig) -> None:
+        if self.handle is None and in_kernel():
+            from IPython.display import display
+
+            self.handle = display(figure_bundle(fig), raw=True, display_id=True)
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether an unforced :meth:`update` now would be sent."""
+        return time.monotonic() - self._last >= self.min_interval
+
+    def update(self, fig, force: bool = False) -> bool:
+        now = time.monotonic()
+        if not force and not self.due():
+            return False
+        self._last = now
+        self.updates += 1
+        if self.handle is not None:
+            self.handle.update(figure_bundle(fig), raw=True)
+        return True
+
+
+def output_dict(fig) -> dict:
+    """``fig`` as one stored output (what ``ipywidgets.Output.outputs`` holds)."""
+    return {"output_type": "display_data", "data": figure_bundle(fig), "metadata": {}}
+
+
+def set_output(out, fig) -> None:
+    """Make ``fig`` the only output of the ``ipywidgets.Output`` ``out``, set from the kernel
+    (no capture context, so it works from a widget callback)."""
+    out.outputs = (output_dict(fig),)

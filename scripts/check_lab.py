@@ -59,6 +59,10 @@ def start_lab(lab_venv: Path, port: int, root: Path, tmp: Path, env: dict) -> su
            f"--ServerApp.root_dir={root}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
            f"--LabApp.user_settings_dir={tmp / 'settings'}",
            f"--LabApp.app_settings_dir={app_settings(lab_venv, tmp)}"]
+    # every cell stays in the page (no windowing), so each figure can be found and measured
+    tracker = tmp / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True, exist_ok=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     log = open(tmp / "lab.log", "wb")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -116,7 +120,7 @@ return [...document.querySelectorAll('.jp-Notebook .js-plotly-plot')].map(p => {
   const svg = p.querySelector('.main-svg');
   const cell = p.closest('.jp-Cell');
   const cells = [...document.querySelectorAll('.jp-Notebook .jp-Cell')];
-  const traces = (p.data || []);
+  const traces = (p._fullData || p.data || []);  // _fullData: arrays decoded
   let points = 0, stage1 = 0, stage2 = 0;
   let first = null;  // the first training phase (stage1, or baseline), then the others
   for (const t of traces) {

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
 from ..mixing import feature_mix, input_mix
-from .display import set_output
+from .display import fit_title, set_output
 
 SOURCE_COLORS = ("#1f77b4", "#ff7f0e")
 SOURCE_NAMES = ("source 1", "source 2")
@@ -113,7 +113,8 @@ def mixing_figure(p1, p2, lam: float, variant: str = "knn", seed: int = 0,
     def paint(pts, k):
         return _rgb(pts) if color_by == "rgb" and pts.shape[1] >= 6 else SOURCE_COLORS[k]
 
-    titles = (names[0], f"mixed: λ = {m.lam:.2f} ({variant})", names[1])
+    titles = tuple(fit_title(t) for t in (names[0], f"mixed: λ = {m.lam:.2f} ({variant})",
+                                            names[1]))
     fig = make_subplots(rows=1, cols=3, specs=[[{"type": "scene"}] * 3], subplot_titles=titles,
                         horizontal_spacing=0.0)
     fig.add_trace(_scatter(m.first, SOURCE_NAMES[0], paint(m.first, 0)), 1, 1)

@@ -146,7 +146,7 @@ def ablation_chart(summary: dict, metrics: Sequence[str] = ("zs_test_top1", "zs_
                                          "arrayminus": below[k]})
                          for k, m in enumerate(metrics)])
         fig.update_layout(barmode="group", title=title, yaxis_title="%", height=360,
-                          margin={"l": 40, "r": 10, "t": 50, "b": 40})
+                          autosize=True, margin={"l": 40, "r": 10, "t": 50, "b": 40})
         return fig
     import matplotlib.pyplot as plt
 
@@ -172,5 +172,5 @@ def per_class_figure(per_class: dict, chance: float | None = None, title: str = 
         fig.add_hline(y=100 * chance, line={"dash": "dot", "color": "#999"},
                       annotation_text="chance")
     fig.update_layout(barmode="group", title=title, yaxis_title="zero-shot top-1 (%)",
-                      height=360, margin={"l": 40, "r": 10, "t": 50, "b": 80})
+                      height=360, autosize=True, margin={"l": 40, "r": 10, "t": 50, "b": 80})
     return fig

@@ -33,6 +33,14 @@ def responsive(fig):
     return fig
 
 
+def fit_title(text: str, width: int = 32) -> str:
+    """``text`` wrapped to lines of at most ``width`` characters (plotly's ``<br>``), so a
+    subplot title fits its column instead of running into its neighbours'."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width)) or text
+
+
 def figure_bundle(fig) -> dict:
     """The mimebundle of a plotly figure: plotly's mimetype (JSON, numpy arrays as lists) with
     a responsive config, and a one-line text fallback."""

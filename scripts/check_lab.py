@@ -63,7 +63,7 @@ def start_lab(lab_venv: Path, port: int, root: Path, tmp: Path, env: dict) -> su
     tracker = tmp / "settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True, exist_ok=True)
     (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    log = open(tmp / "lab.log", "wb")
+    log = open(tmp / "lab.log", "wb")  # noqa: SIM115 (the server writes it until the end)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -114,13 +114,21 @@ def browser(tmp: Path):
 
 # --- what the page shows (JavaScript run in the page) -----------------------------------------
 
-JS_FIGURES = """
-return [...document.querySelectorAll('.jp-Notebook .js-plotly-plot')].map(p => {
-  const out = p.closest('.jp-OutputArea-output');
+# the current notebook's panel (earlier notebooks' tabs stay out of the counts)
+NB = "(window.jupyterapp.shell.currentWidget || {node: document}).node"
+# one entry per plotly output: an interactive plot, or the PNG snapshot that plotly's
+# JupyterLab renderer stores beside a drawn figure and shows when the notebook is reopened
+JS_FIGURES = r"""
+const nb = """ + NB + r""";
+return [...nb.querySelectorAll('.jp-RenderedPlotly')].map(p => {
+  const out = p.closest('.jp-OutputArea-output') || p;
   const svg = p.querySelector('.main-svg');
-  const cell = p.closest('.jp-Cell');
-  const cells = [...document.querySelectorAll('.jp-Notebook .jp-Cell')];
-  const traces = (p._fullData || p.data || []);  // _fullData: arrays decoded
+  const container = p.querySelector('.plot-container');
+  const img = p.querySelector('img.plot-img');
+  const interactive = !!(svg && container && container.style.display !== 'none');
+  const still = !interactive && !!(img && img.style.display !== 'none' && img.naturalWidth > 0);
+  const cells = [...nb.querySelectorAll('.jp-Cell')];
+  const traces = interactive ? (p._fullData || p.data || []) : [];  // _fullData: decoded
   let points = 0, stage1 = 0, stage2 = 0;
   let first = null;  // the first training phase (stage1, or baseline), then the others
   for (const t of traces) {
@@ -131,28 +139,27 @@ return [...document.querySelectorAll('.jp-Notebook .js-plotly-plot')].map(p => {
     if (first === null) first = m[1];
     if (m[1] === first) stage1 += n; else stage2 += n;
   }
-  const cs = out ? getComputedStyle(out) : null;
-  const pad = cs ? parseFloat(cs.paddingLeft) + parseFloat(cs.paddingRight) : 0;
-  return {cell: cells.indexOf(cell), inner: svg ? svg.getBoundingClientRect().width : 0,
-          container: p.getBoundingClientRect().width,
-          outer: out ? out.getBoundingClientRect().width - pad : 0,
-          traces: traces.length, points, stage1, stage2,
-          title: ((p.layout || {}).title || {}).text || ''};
+  const cs = getComputedStyle(out);
+  const pad = parseFloat(cs.paddingLeft) + parseFloat(cs.paddingRight);
+  const inner = interactive ? svg.getBoundingClientRect().width
+              : still ? img.getBoundingClientRect().width : 0;
+  return {cell: cells.indexOf(p.closest('.jp-Cell')), inner, kind: interactive ? 'plot'
+          : still ? 'png' : 'empty', container: p.getBoundingClientRect().width,
+          outer: out.getBoundingClientRect().width - pad, traces: traces.length, points,
+          stage1, stage2, title: ((p.layout || {}).title || {}).text || ''};
 });
 """
-JS_BUSY = ("return [...document.querySelectorAll('.jp-Notebook .jp-InputArea-prompt')]"
+JS_BUSY = (f"return [...{NB}.querySelectorAll('.jp-InputArea-prompt')]"
            ".some(p => p.innerText.includes('*'))")
-JS_WIDGET_ERRORS = """
-return [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')]
+JS_WIDGET_ERRORS = f"""
+return [...{NB}.querySelectorAll('.jp-OutputArea-output')]
   .map(o => o.innerText).filter(t => /Error displaying widget|model not found/.test(t))
   .map(t => t.slice(0, 120));
 """
-JS_WIDGETS = ("return [document.querySelectorAll('.jp-Notebook .widget-slider').length,"
-              " document.querySelectorAll('.jp-Notebook .jupyter-widgets.widget-output').length,"
-              " document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')"
-              ".length]")
-JS_STDERR = """
-return [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')]
+JS_WIDGETS = (f"return [{NB}.querySelectorAll('.widget-slider').length,"
+              f" {NB}.querySelectorAll('.jupyter-widgets.widget-output').length]")
+JS_STDERR = f"""
+return [...{NB}.querySelectorAll('.jp-OutputArea-output')]
   .filter(o => o.dataset.mimeType === 'application/vnd.jupyter.stderr'
                || o.querySelector('[data-mime-type="application/vnd.jupyter.stderr"]'))
   .map(o => o.innerText.slice(0, 200));
@@ -182,7 +189,7 @@ def settle(drv, expect_figures: int, timeout: float = 90) -> list:
     while time.time() - t0 < timeout:
         figs = drv.execute_script(JS_FIGURES)
         loading = drv.execute_script(
-            "return [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')]"
+            f"return [...{NB}.querySelectorAll('.jp-OutputArea-output')]"
             ".some(o => o.innerText.startsWith('Loading widget'))")
         if len(figs) >= expect_figures and all(f["inner"] > 0 for f in figs) and not loading:
             break
@@ -194,7 +201,7 @@ def settle(drv, expect_figures: int, timeout: float = 90) -> list:
 def browser_errors(drv) -> list:
     try:
         logs = drv.get_log("browser")
-    except Exception:  # a driver without the log endpoint
+    except Exception:  # noqa: BLE001 (a driver without the log endpoint)
         return []
     return [e["message"][:160] for e in logs
             if "Failed to initialize model" in e["message"] or "model not found" in e["message"]]
@@ -202,6 +209,9 @@ def browser_errors(drv) -> list:
 
 def check_notebook(drv, port: int, name: str, args, failures: list) -> None:
     print(f"--- {name}", flush=True)
+    if drv.current_url.startswith("http"):  # the previous notebook's tab closed
+        drv.execute_script("window.jupyterapp.commands.execute('application:close-all')")
+        time.sleep(2)
     drv.get(f"http://127.0.0.1:{port}/lab/tree/{name}")
     wait_notebook(drv)
     time.sleep(3)  # dialogs show up shortly after the shell
@@ -227,7 +237,7 @@ def check_notebook(drv, port: int, name: str, args, failures: list) -> None:
     run_s = time.time() - t0
     print(f"     ran all cells in {run_s:.0f} s", flush=True)
     errors = drv.execute_script(
-        "return [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')]"
+        f"return [...{NB}.querySelectorAll('.jp-OutputArea-output')]"
         ".filter(o => o.dataset.mimeType === 'application/vnd.jupyter.error'"
         " || o.querySelector('.jp-RenderedText[data-mime-type=\"application/vnd.jupyter.error\"]'))"
         ".map(o => o.innerText.slice(0, 300))")
@@ -265,9 +275,10 @@ def check_notebook(drv, port: int, name: str, args, failures: list) -> None:
 
 def report_widths(figs: list, failures: list, when: str) -> None:
     for k, f in enumerate(figs):
-        print(f"     figure {k} (cell {f['cell']}): inner {f['inner']:.0f} px, plot "
-              f"{f['container']:.0f} px, output {f['outer']:.0f} px, {f['traces']} traces, "
-              f"{f['points']} points", flush=True)
+        drawn = (f"{f['traces']} traces, {f['points']} points" if f["kind"] == "plot"
+                 else "the stored PNG snapshot" if f["kind"] == "png" else "nothing drawn")
+        print(f"     figure {k} (cell {f['cell']}): inner {f['inner']:.0f} px, box "
+              f"{f['container']:.0f} px, output {f['outer']:.0f} px: {drawn}", flush=True)
     narrow = [(k, round(f["inner"]), round(f["outer"])) for k, f in enumerate(figs)
               if f["outer"] and f["inner"] < 0.97 * f["outer"]]
     check(failures, figs and not narrow, f"{len(figs)} plotly figures fill their outputs "
@@ -282,7 +293,8 @@ def growth(samples: list, failures: list, expected: bool) -> None:
         stage1 = [(t, s1) for t, s1, s2 in rows if s2 == 0 and s1 > 0]
         counts = sorted({s1 for _, s1 in stage1})
         shown = ", ".join(f"{s1} at {t:.1f} s" for t, s1 in _firsts(stage1))
-        print(f"     live curves {cell[1]!r} (cell {cell[0]}): first-stage points seen {shown or 'none'}; "
+        print(f"     live curves {cell[1]!r} (cell {cell[0]}): first-stage points seen "
+              f"{shown or 'none'}; "
               f"final {rows[-1][1]} stage-1 and {rows[-1][2]} stage-2 points", flush=True)
         if expected:
             check(failures, len(counts) >= 2,
@@ -305,12 +317,14 @@ def _firsts(rows):
 def restored(drv, before: list, after: list, failures: list, when: str) -> None:
     errors = drv.execute_script(JS_WIDGET_ERRORS)
     console = browser_errors(drv)
-    sliders, outputs_w, outputs = drv.execute_script(JS_WIDGETS)
+    sliders, outputs_w = drv.execute_script(JS_WIDGETS)
     check(failures, not errors and not console,
           f"widgets render {when} ({sliders} sliders, {outputs_w} output widgets)",
           f"page: {errors}, console: {console}")
-    empty = [k for k, f in enumerate(after) if f["traces"] == 0 or f["inner"] == 0]
-    same = [(b["points"], a["points"]) for b, a in zip(before, after)]
+    empty = [k for k, f in enumerate(after)
+             if f["kind"] == "empty" or f["inner"] == 0 or (f["kind"] == "plot" and not f["traces"])]
+    same = [(b["points"], a["points"] if a["kind"] == "plot" else a["kind"])
+            for b, a in zip(before, after)]
     check(failures, len(after) == len(before) and not empty,
           f"{len(after)} of {len(before)} figures back non-empty {when}",
           f"empty: {empty}, points before/after: {same}")

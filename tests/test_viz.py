@@ -438,9 +438,11 @@ class FakeHandle:
 
 
 def test_live_curves_are_one_output_replaced_in_place(monkeypatch):
-    """LiveCurves displays a plain plotly figure once (a display_id) and replaces it: a stored
-    output, unlike a FigureWidget, which a page reload or a kernel-less reopen loses."""
+    """LiveCurves shows one output (a display_id): an ipywidgets.Output whose figure changes
+    while training, replaced at the end by the plain plotly figure, the output a page reload
+    or a kernel-less reopen shows (a FigureWidget would come back empty)."""
     import IPython.display
+    import ipywidgets as w
 
     from mmmixlab.viz import display as vd
 
@@ -452,12 +454,23 @@ def test_live_curves_are_one_output_replaced_in_place(monkeypatch):
     live = viz.LiveCurves("t", min_interval=0.0)
     live._ipython_display_()  # what display(live) calls
     live.display()  # once only
-    assert [k for k, _ in log] == ["show"] and vd.PLOTLY_MIME in log[0][1]
+    assert [k for k, _ in log] == ["show"] and isinstance(log[0][1], w.Output)
+    view = live.output.view
+
+    def shown():
+        (out,) = view.outputs
+        return {t["name"] for t in out["data"][vd.PLOTLY_MIME]["data"]}
+
     live.step({"phase": "stage1", "x": 0.5, "loss": 3.0, "temperature": 0.07})
+    assert shown() == {"loss per step (stage1)", "temperature per step (stage1)"}
     live(HISTORY[0])
-    assert [k for k, _ in log] == ["show", "update", "update"]
-    last = log[-1][1][vd.PLOTLY_MIME]
-    assert {t["name"] for t in last["data"]} >= {"loss per step (stage1)", "loss (stage1)"}
+    assert {"loss per step (stage1)", "loss (stage1)"} <= shown()
+    assert live.output.updates == 2 and [k for k, _ in log] == ["show"]
+    live.show_history(HISTORY)  # training over: the display becomes the plain figure
+    assert [k for k, _ in log] == ["show", "update"] and vd.PLOTLY_MIME in log[-1][1]
+    assert live.output.view is None and view.comm is None  # the widget is closed
+    assert len(live.history) == 1  # a live history is kept
+
     slow = viz.LiveCurves(min_interval=60.0)
     for k in range(5):
         slow.step({"phase": "stage1", "x": k / 5, "loss": 1.0, "temperature": 0.07})

@@ -69,8 +69,9 @@ class LiveCurves:
     """:func:`training_curves` that grow as steps and epochs finish, in one notebook output.
 
     Pass the object as ``on_epoch`` (and its :meth:`step` as ``on_step``) to a training call;
-    display it first (``display(live)`` or ``live`` as a cell's last expression). The output is
-    a plain plotly figure replaced in place (a ``display_id``; see :mod:`.display`), so it
+    display it first (``display(live)`` or ``live`` as a cell's last expression). While it
+    trains, the figure is an ``ipywidgets.Output``'s output; :meth:`show_history` (or
+    :meth:`finish`) turns the display into the plain plotly figure (see :mod:`.display`), which
     survives a page reload and shows in a saved notebook opened without a kernel. Step updates
     closer than ``min_interval`` seconds are merged into the next one; every epoch redraws.
     When nothing was trained (a cached run), :meth:`show_history` draws the stored history.
@@ -109,9 +110,15 @@ class LiveCurves:
         self._redraw()
 
     def show_history(self, history: Sequence[dict]) -> LiveCurves:
+        """Draw ``history`` when nothing was trained live, then :meth:`finish`."""
         if not self.history:
             self.history = [dict(r) for r in history]
-        self._redraw(force=True)
+        self._stale = True
+        return self.finish()
+
+    def finish(self) -> LiveCurves:
+        """Training is over: the output becomes the plain figure the notebook stores."""
+        self.output.finish(self.figure)
         return self
 
     def _redraw(self, force: bool = False) -> None:

@@ -9,9 +9,9 @@ notebook opened without a kernel has no model at all. So the notebooks never dis
   in the notebook like any output and drawn by JupyterLab's plotly renderer with or without a
   kernel; :func:`figure_bundle` builds it (``autosize``, ``config.responsive``: the figure
   follows its output's width);
-* a figure that changes while its cell runs (live training curves) is shown with a
-  ``display_id`` and replaced in place (:class:`LiveDisplay`): the last update is what the
-  notebook stores;
+* a figure that changes while its cell runs (live training curves) is an ``ipywidgets.Output``
+  while it changes, and its display (a ``display_id``) is replaced by the plain figure when
+  training ends (:class:`LiveDisplay`): that figure is what the notebook stores;
 * a figure that changes from a widget callback (the mixing explorer) is the single output of
   an ``ipywidgets.Output`` whose ``outputs`` the kernel sets (:func:`set_output`): a core
   ipywidgets model, restored from the kernel after a reload, and from the notebook's saved
@@ -63,24 +63,33 @@ def in_kernel() -> bool:
 
 
 class LiveDisplay:
-    """A figure output replaced in place: :meth:`show` once, then :meth:`update`.
+    """A figure that changes while its cell runs, then stays as a plain figure output.
 
-    ``min_interval``: updates closer together than this (seconds) are skipped unless
-    ``force`` (an epoch's end, the last state); outside a kernel nothing is displayed and
-    ``updates`` still counts what would have been sent.
+    :meth:`show` displays an ``ipywidgets.Output`` holding the figure (with a ``display_id``);
+    :meth:`update` replaces the Output's figure (JupyterLab's plotly renderer never redraws an
+    output replaced in place by ``update_display_data``, but it draws an Output widget's new
+    output); :meth:`finish` replaces the whole display by the figure itself, the stored output
+    that a reload or a kernel-less reopen shows, and closes the widget. ``min_interval``:
+    updates closer together than this (seconds) are skipped unless ``force``. Outside a kernel
+    nothing is displayed; ``updates`` still counts what would have been sent.
     """
 
     def __init__(self, min_interval: float = 0.25):
         self.min_interval = min_interval
         self.handle = None
+        self.view = None
         self.updates = 0
+        self.finished = False
         self._last = 0.0
 
     def show(self, fig) -> None:
         if self.handle is None and in_kernel():
+            import ipywidgets as w
             from IPython.display import display
 
-            self.handle = display(figure_bundle(fig), raw=True, display_id=True)
+            self.view = w.Output(layout={"width": "100%"})
+            set_output(self.view, fig)
+            self.handle = display(self.view, display_id=True)
         self._last = time.monotonic()
 
     def due(self) -> bool:
@@ -93,9 +102,20 @@ class LiveDisplay:
             return False
         self._last = now
         self.updates += 1
-        if self.handle is not None:
+        if self.view is not None:
+            set_output(self.view, fig)
+        elif self.handle is not None:  # after finish: what the notebook stores
             self.handle.update(figure_bundle(fig), raw=True)
         return True
+
+    def finish(self, fig) -> None:
+        """The display becomes ``fig`` as a plain figure output; the widget is closed."""
+        self.finished = True
+        if self.handle is not None:
+            self.handle.update(figure_bundle(fig), raw=True)
+        if self.view is not None:
+            self.view.close()
+            self.view = None
 
 
 def output_dict(fig) -> dict:

@@ -224,11 +224,11 @@ def fit_captions(fig, frame_pt: float = 3.0, pad_pt: float = 3.0,
         room_w = box.width - 2 * (frame_pt + pad_pt) * px
         room_h = box.height - 2 * (frame_pt + pad_pt) * px
 
-        def fits(lines, size):
+        def fits(lines, size, artist=artist, room=(room_w, room_h)):
             artist.set_text("\n".join(lines))
             artist.set_fontsize(size)
             ext = artist.get_window_extent(renderer)
-            return ext.width <= room_w, ext.height <= room_h
+            return ext.width <= room[0], ext.height <= room[1]
 
         done = False
         for size in sizes:

@@ -149,6 +149,21 @@ return [...nb.querySelectorAll('.jp-RenderedPlotly')].map(p => {
           stage1, stage2, title: ((p.layout || {}).title || {}).text || ''};
 });
 """
+JS_SAMPLER = """
+window.__lc = [];
+const stats = new Function(arguments[0]);
+const t0 = performance.now();
+window.__lcTimer = setInterval(() => {
+  for (const x of stats()) {
+    if (!x.title.includes('loss, temperature')) continue;  // a LiveCurves figure
+    const mine = window.__lc.filter(s => s.title === x.title && s.cell === x.cell);
+    const last = mine[mine.length - 1];
+    if (!last || last.stage1 !== x.stage1 || last.stage2 !== x.stage2)
+      window.__lc.push({t: performance.now() - t0, cell: x.cell, title: x.title,
+                        stage1: x.stage1, stage2: x.stage2});
+  }
+}, 50);
+"""
 JS_BUSY = (f"return [...{NB}.querySelectorAll('.jp-InputArea-prompt')]"
            ".some(p => p.innerText.includes('*'))")
 JS_WIDGET_ERRORS = f"""
@@ -198,13 +213,16 @@ def settle(drv, expect_figures: int, timeout: float = 90) -> list:
     return drv.execute_script(JS_FIGURES)
 
 
-def browser_errors(drv) -> list:
+def browser_errors(drv) -> tuple:
+    """The console since the last call: anywidget models that failed to initialize (what a
+    FigureWidget does after a reload), and how many 'model not found' lines ipywidgets logged
+    (it logs them while it restores models from the kernel and then the notebook)."""
     try:
         logs = drv.get_log("browser")
     except Exception:  # noqa: BLE001 (a driver without the log endpoint)
-        return []
-    return [e["message"][:160] for e in logs
-            if "Failed to initialize model" in e["message"] or "model not found" in e["message"]]
+        return [], 0
+    return ([e["message"][:160] for e in logs if "Failed to initialize model" in e["message"]],
+            sum("model not found" in e["message"] for e in logs))
 
 
 def check_notebook(drv, port: int, name: str, args, failures: list) -> None:
@@ -223,17 +241,17 @@ def check_notebook(drv, port: int, name: str, args, failures: list) -> None:
     while time.time() - t0 < 60 and not kernel_idle(drv):
         time.sleep(0.5)
     drv.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    samples = []  # (seconds, cell, stage-1 points, stage-2 points) of the live-curve figures
+    # the live curves are sampled in the page every 50 ms (a selenium round trip is slower
+    # than a smoke run's stage 1): each change of a LiveCurves figure's point counts
+    drv.execute_script(JS_SAMPLER, JS_FIGURES)
     t0 = time.time()
     while time.time() - t0 < args.timeout:
         busy = drv.execute_script(JS_BUSY)
-        for f in drv.execute_script(JS_FIGURES):
-            if "loss, temperature" in f["title"]:  # a LiveCurves figure
-                samples.append((round(time.time() - t0, 1), (f["cell"], f["title"]),
-                                f["stage1"], f["stage2"]))
         if not busy and time.time() - t0 > 10:
             break
-        time.sleep(0.3)
+        time.sleep(1)
+    samples = [(round(r["t"] / 1000, 2), (r["cell"], r["title"]), r["stage1"], r["stage2"])
+               for r in drv.execute_script("clearInterval(window.__lcTimer); return window.__lc")]
     run_s = time.time() - t0
     print(f"     ran all cells in {run_s:.0f} s", flush=True)
     errors = drv.execute_script(
@@ -316,10 +334,11 @@ def _firsts(rows):
 
 def restored(drv, before: list, after: list, failures: list, when: str) -> None:
     errors = drv.execute_script(JS_WIDGET_ERRORS)
-    console = browser_errors(drv)
+    console, not_found = browser_errors(drv)
     sliders, outputs_w = drv.execute_script(JS_WIDGETS)
     check(failures, not errors and not console,
-          f"widgets render {when} ({sliders} sliders, {outputs_w} output widgets)",
+          f"widgets render {when} ({sliders} sliders, {outputs_w} output widgets; console: "
+          f"no anywidget failure, {not_found} 'model not found' lines)",
           f"page: {errors}, console: {console}")
     empty = [k for k, f in enumerate(after)
              if f["kind"] == "empty" or f["inner"] == 0 or (f["kind"] == "plot" and not f["traces"])]

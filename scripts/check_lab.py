@@ -172,9 +172,10 @@ window.__lcTimer = setInterval(() => {
 JS_BUSY = (f"return [...{NB}.querySelectorAll('.jp-InputArea-prompt')]"
            ".some(p => p.innerText.includes('*'))")
 JS_WIDGET_ERRORS = f"""
+const cells = [...{NB}.querySelectorAll('.jp-Cell')];
 return [...{NB}.querySelectorAll('.jp-OutputArea-output')]
-  .map(o => o.innerText).filter(t => /Error displaying widget|model not found/.test(t))
-  .map(t => t.slice(0, 120));
+  .filter(o => /Error displaying widget|model not found/.test(o.innerText))
+  .map(o => 'cell ' + cells.indexOf(o.closest('.jp-Cell')) + ': ' + o.innerText.slice(0, 80));
 """
 JS_WIDGETS = (f"return [{NB}.querySelectorAll('.widget-slider').length,"
               f" {NB}.querySelectorAll('.jupyter-widgets.widget-output').length]")

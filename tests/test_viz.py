@@ -543,3 +543,26 @@ def test_long_captions_stay_inside_their_boxes():
         assert ext.x0 >= box.x0 + inset and ext.x1 <= box.x1 - inset, text.get_text()
         assert ext.y0 >= box.y0 + inset and ext.y1 <= box.y1 - inset, text.get_text()
     assert "short one" == np.array(fig.axes).reshape(3, 3)[1, 0].texts[0].get_text()
+
+
+def test_notebook_progress_bar_leaves_no_dead_widget(monkeypatch):
+    """A notebook bar that goes away (leave=False, the trainer's per-epoch bars) empties its
+    output: a saved view of the closed widget would read "Error displaying widget: model not
+    found" after a page reload. A bar that stays (leave=True) keeps its widget."""
+    import IPython.display
+
+    from mmmixlab import progress
+
+    log = []
+    monkeypatch.setattr(progress, "_in_notebook", lambda: True)
+    monkeypatch.setattr(progress, "_NOTEBOOK_BAR", None)
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj, raw=False, display_id=None: log.append(("show", obj))
+                        or FakeHandle(log))
+    for _ in progress.bar(range(3), leave=False, desc="epoch"):
+        pass
+    assert [k for k, _ in log] == ["show", "update"] and log[-1][1] == {"text/plain": ""}
+    log.clear()
+    for _ in progress.bar(range(3), leave=True):
+        pass
+    assert [k for k, _ in log] == ["show"]

@@ -19,7 +19,7 @@ cache): run all cells and check
 * no dialog over the page, no red (stderr) output, no cell error;
 * every plotly figure's drawing (``.main-svg``) fills its output area (printed: inner, outer);
 * while a live-curve cell retrains (03 by default: ``RETRAIN = True`` and, in the copy only,
-  a 3-epoch stage 1 of 8-shape batches), the curves grow during stage 1: plotted points
+  a 6-epoch stage 1 of 8-shape batches), the curves grow during stage 1: plotted points
   counted in the page every 50 ms, at least two sizes before any stage-2 trace exists;
 * after saving and reloading the page with the kernel alive: every widget renders (no "Error
   displaying widget", no "model not found"), every figure comes back non-empty;
@@ -45,10 +45,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["00_quickstart.ipynb", "02_mixing_explorer.ipynb", "03_stage1_feature_mixing.ipynb"]
 DEFAULT_SET = ["03_stage1_feature_mixing.ipynb:RETRAIN=True"]
-# a smoke stage 1 is over in a second: in 03's copy it gets 3 epochs of 8-shape batches, long
+# a smoke stage 1 is over in a second: in 03's copy it gets 6 epochs of 8-shape batches, long
 # enough to watch the curves grow (the copy only; the cache key changes with it)
 LONGER_STAGE1 = ("import mmmixlab.workbench.runs as _runs\n"
-                 "_runs.SMOKE_OVERRIDES.update({'train.epochs_stage1': 3, 'train.batch_size': 8})")
+                 "_runs.SMOKE_OVERRIDES.update({'train.epochs_stage1': 6, 'train.batch_size': 8})")
 
 
 def free_port() -> int:
@@ -246,6 +246,13 @@ def check_notebook(drv, port: int, name: str, args, failures: list) -> None:
     t0 = time.time()
     while time.time() - t0 < 60 and not kernel_idle(drv):
         time.sleep(0.5)
+    # the page loads its widget code on the first widget it meets: seconds, longer than a
+    # smoke stage 1; a widget opened and closed from the kernel (no cell, no output) loads it
+    drv.execute_script(
+        "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.requestExecute("
+        "{code: 'import ipywidgets as _w\\n_w.Output().close()', silent: true,"
+        " store_history: false})")
+    time.sleep(4)
     drv.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     # the live curves are sampled in the page every 50 ms (a selenium round trip is slower
     # than a smoke run's stage 1): each change of a LiveCurves figure's point counts

@@ -90,6 +90,8 @@ def _notebook_bar():
                     self.total and self.n < self.total):
                 self._handle.update({"text/plain": ""}, raw=True)
                 self._handle = None
+                for child in getattr(self.container, "children", ()):  # tqdm closes the box only
+                    child.close()
 
     _NOTEBOOK_BAR = NotebookBar
     return NotebookBar

@@ -1,9 +1,11 @@
 """Showing plotly figures so that they survive a page reload and a kernel-less reopen.
 
-A plotly ``FigureWidget`` (an anywidget in plotly 6+) lives only in the browser page that
-created it: JupyterLab restores ipywidgets' own models from a live kernel after a reload, but
-anywidget's FigureWidget models fail to initialize ("model not found", empty axes), and a saved
-notebook opened without a kernel has no model at all. So the notebooks never display one:
+A plotly ``FigureWidget`` (an anywidget in plotly 6+) does not come back reliably: measured
+with ``make lab-check`` on the notebooks as they were (JupyterLab 4.6, ipywidgets 8.1,
+anywidget 0.11, plotly 7.1), 00's live-curve FigureWidgets came back as empty axes after a
+reload with the kernel alive, and reopening with a fresh kernel logged "[anywidget] Failed to
+initialize model" (the issue also saw "Error displaying widget: model not found"); ipywidgets'
+own models do come back. So the notebooks never display one:
 
 * a figure is an output with plotly's mimetype (``application/vnd.plotly.v1+json``), stored
   in the notebook like any output and drawn by JupyterLab's plotly renderer with or without a

@@ -199,7 +199,10 @@ class MixingExplorer:
     pair of shapes, the seed and the colouring, wired to :func:`mixing_figure` and
     :func:`feature_mix_figure`: the figures are the outputs of ``ipywidgets.Output``
     widgets (``cloud_view``, ``feature_view``), so the explorer comes back after a page reload.
-    ``cloud``/``feature`` are the current figures.
+    ``cloud``/``feature`` are the current figures. Each change draws the figure anew (the 3D
+    camera returns to its default; every 3D panel takes a fresh WebGL context, and after many
+    changes the browser drops the oldest, so an older 3D figure elsewhere on the page shows
+    its stored PNG until the pointer enters it).
 
     ``triplets``: a :class:`~mmmixlab.data.TripletSet`; ``features``: its frozen
     :class:`~mmmixlab.clip.TripletFeatures` and ``class_feats`` the category prompts (both

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 OUT ?= runs/demo
 
-.PHONY: install demo test test-fast bench lab clean strip sysdeps
+.PHONY: install demo test test-fast bench lab lab-check clean strip sysdeps
 
 # System libraries pip cannot install (libusb for open3d): installed, or the exact command printed.
 sysdeps:
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml Makefile
 	# news prompt (scripts/check_lab.py verifies it in a real browser)
 	mkdir -p $(VENV)/etc/jupyter/labconfig
 	echo '{"buildCheck": false, "buildAvailable": false, "disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}' > $(VENV)/etc/jupyter/labconfig/page_config.json
+	# a saved notebook keeps its widgets' state: the mixing explorer shows its figures when
+	# the notebook is reopened without running it (make lab-check verifies it)
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp scripts/lab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(STAMP)
 
 install: sysdeps $(STAMP)
@@ -45,6 +49,19 @@ bench: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --allow-root notebooks
+
+# Optional, not part of `make test`: the notebooks in a real JupyterLab in headless Chromium
+# (figure widths, widgets after a reload, live curves growing; scripts/check_lab.py). Its own
+# venv holds the browser driver; JupyterLab runs from $(VENV) with temporary workspaces and
+# settings, so the user's JupyterLab is left alone. LAB_NOTEBOOKS= picks notebooks.
+LAB_CHECK_VENV ?= .venv-lab
+LAB_NOTEBOOKS ?=
+lab-check: $(STAMP)
+	@./scripts/system-deps.sh lab
+	test -x $(LAB_CHECK_VENV)/bin/python || $(PYTHON) -m venv $(LAB_CHECK_VENV)
+	$(LAB_CHECK_VENV)/bin/python -c "import selenium" 2>/dev/null || \
+		$(LAB_CHECK_VENV)/bin/python -m pip install --quiet selenium
+	$(LAB_CHECK_VENV)/bin/python scripts/check_lab.py --lab-venv $(VENV) $(LAB_NOTEBOOKS)
 
 strip: $(STAMP)
 	$(PY) -m mmmixlab.nbstrip notebooks/*.ipynb

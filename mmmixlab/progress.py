@@ -54,7 +54,47 @@ def bar(iterable=None, **kwargs):
         kwargs.setdefault("dynamic_ncols", False)
         kwargs.setdefault("ncols", 100)
         return _LogBar(iterable, **kwargs)
+    if _in_notebook():
+        try:
+            return _notebook_bar()(iterable, **kwargs)
+        except ImportError:  # no ipywidgets: tqdm.auto falls back to text
+            pass
     return tqdm(iterable, **kwargs)
+
+
+_NOTEBOOK_BAR = None
+
+
+def _notebook_bar():
+    """tqdm's notebook bar, shown with a ``display_id``: a bar that goes away when done
+    (``leave=False``) also empties its output, so the saved notebook keeps no view of a closed
+    widget ("Error displaying widget: model not found" after a page reload)."""
+    global _NOTEBOOK_BAR
+    if _NOTEBOOK_BAR is not None:
+        return _NOTEBOOK_BAR
+    from IPython.display import display
+    from tqdm.notebook import tqdm_notebook
+
+    class NotebookBar(tqdm_notebook):
+        def __init__(self, *args, **kwargs):
+            kwargs["display"] = False
+            self._handle = None
+            super().__init__(*args, **kwargs)
+            if not self.disable and getattr(self, "container", None) is not None:
+                self._handle = display(self.container, display_id=True)
+                self.displayed = True
+
+        def close(self):
+            super().close()
+            if self._handle is not None and not self.leave and not (
+                    self.total and self.n < self.total):
+                self._handle.update({"text/plain": ""}, raw=True)
+                self._handle = None
+                for child in getattr(self.container, "children", ()):  # tqdm closes the box only
+                    child.close()
+
+    _NOTEBOOK_BAR = NotebookBar
+    return NotebookBar
 
 
 def write(line: str) -> None:

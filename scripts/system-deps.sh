@@ -2,9 +2,18 @@
 # System libraries the Python packages need but pip cannot install. Called by `make install`,
 # `make test` and `make demo`, so a fresh Debian/Ubuntu machine needs nothing else.
 #   libusb-1.0-0: open3d (the FPS reference in the tests) fails to import without it.
+# `system-deps.sh lab` (make lab-check): a headless browser and its driver instead,
+#   chromium + chromium-driver (Debian's names) for scripts/check_lab.py.
 set -euo pipefail
 missing=()
-ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+if [ "${1:-}" = lab ]; then
+  command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v chromedriver >/dev/null || [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  other="install Chromium and a matching chromedriver on the PATH"
+else
+  ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)
+  other="install libusb 1.0 with your package manager"
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "system-deps: installing ${missing[*]} (Debian packages)" >&2
 if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; else SUDO="none"; fi
@@ -16,5 +25,5 @@ if [ "$SUDO" != none ] && command -v apt-get >/dev/null; then
 fi
 echo "system-deps: could not install ${missing[*]}. Run, then retry:" >&2
 echo "    sudo apt-get install -y ${missing[*]}" >&2
-echo "(other systems: install libusb 1.0 with your package manager)" >&2
+echo "(other systems: $other)" >&2
 exit 1

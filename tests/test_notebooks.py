@@ -80,3 +80,45 @@ def test_strip_notebook(tmp_path):
     nbformat.write(nb, path)
     assert strip_notebook(path) and not strip_notebook(path)
     assert nbformat.reads(path.read_text(), as_version=4) == read(NOTEBOOKS[0])
+
+
+# --- make lab-check's pieces that need no browser ---------------------------------------------
+
+def _check_lab():
+    import importlib.util
+
+    path = NOTEBOOK_DIR.parent / "scripts" / "check_lab.py"
+    spec = importlib.util.spec_from_file_location("check_lab", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # stdlib only at import; selenium is imported by browser()
+    return mod
+
+
+def test_lab_check_edits_only_its_copy_and_isolates_settings(tmp_path):
+    lab = _check_lab()
+    copy = tmp_path / "03.ipynb"
+    copy.write_text((NOTEBOOK_DIR / "03_stage1_feature_mixing.ipynb").read_text())
+    lab.set_parameters(copy, {"RETRAIN": "True"}, lab.LONGER_STAGE1)
+    params = parameters(read(copy))
+    assert params["RETRAIN"] == "True"  # the last assignment wins
+    assert "epochs_stage1" in next(c.source for c in read(copy).cells
+                                   if "parameters" in c.metadata.get("tags", []))
+    venv = tmp_path / "venv"
+    settings = venv / "share" / "jupyter" / "lab" / "settings"
+    settings.mkdir(parents=True)
+    (settings / "overrides.json").write_text('{"some:plugin": {"x": 1}}')
+    merged = lab.app_settings(venv, tmp_path / "run")
+    import json
+
+    over = json.loads((merged / "overrides.json").read_text())
+    assert over["some:plugin"] == {"x": 1}  # the venv's own overrides are kept
+    assert over["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True
+    assert json.loads((settings / "overrides.json").read_text()) == {"some:plugin": {"x": 1}}
+
+
+def test_lab_check_is_optional():
+    """`make lab-check` exists and `make test` does not run it."""
+    makefile = (NOTEBOOK_DIR.parent / "Makefile").read_text()
+    assert "\nlab-check:" in makefile
+    test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "check_lab" not in test_recipe and "lab-check" not in test_recipe

@@ -198,14 +198,14 @@ def test_training_curves():
 def test_live_curves_grow():
     live = viz.LiveCurves()
     live(HISTORY[0])
-    assert [t.name for t in live.widget.data][:2] == ["loss (stage1)", "temperature (stage1)"]
+    assert [t.name for t in live.figure.data][:2] == ["loss (stage1)", "temperature (stage1)"]
     live(HISTORY[1])
     live(HISTORY[2])
-    assert len(live.widget.data[0].x) == 2 and len(live.widget.data[2].x) == 1
+    assert len(live.figure.data[0].x) == 2 and len(live.figure.data[2].x) == 1
     live.show_history(HISTORY[:1])  # does not replace a live history
     assert len(live.history) == 3
     cached = viz.LiveCurves().show_history(HISTORY)
-    assert len(cached.widget.data) == 6
+    assert len(cached.figure.data) == 6
 
 
 def test_live_curves_move_within_the_first_stage1_epoch():
@@ -219,7 +219,7 @@ def test_live_curves_move_within_the_first_stage1_epoch():
 
     def on_step(record):
         live.step(record)
-        seen.append((record["x"], len(live.history), len(live.widget.data[0].x)))
+        seen.append((record["x"], len(live.history), len(live.figure.data[0].x)))
 
     Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False).fit(
         on_epoch=live, on_step=on_step)
@@ -227,7 +227,7 @@ def test_live_curves_move_within_the_first_stage1_epoch():
     assert [round(x, 3) for x, _, _ in first] == [0.333, 0.667, 1.0]
     assert all(h == 0 for _, h, _ in first)  # no epoch had finished, the curve grew already
     assert [n for _, _, n in first] == [1, 2, 3]
-    assert {t.name for t in live.widget.data} >= {"loss per step (stage1)",
+    assert {t.name for t in live.figure.data} >= {"loss per step (stage1)",
                                                   "loss per step (stage2)", "loss (stage1)"}
 
 
@@ -385,3 +385,184 @@ def test_notebook_config_names_a_missing_data_root(tmp_path):
     from mmmixlab import workbench
     with pytest.raises(FileNotFoundError, match=r"DATA_ROOT '.*nowhere' does not exist"):
         workbench.notebook_config(str(tmp_path / "nowhere"))
+
+
+# --- reload-proof display, responsive layouts, captions inside their boxes --------------------
+
+def _plotly_factories(triplets, features):
+    a, b = cloud(1), cloud(2)
+    emb = viz.embed_modalities({"image": np.random.default_rng(0).normal(size=(6, 8))},
+                               triplets.labels, triplets.class_names, method="pca")
+    return {
+        "cloud_figure": viz.cloud_figure(a, title="a long title for one cloud"),
+        "mixing_figure": viz.mixing_figure(a, b, 0.5),
+        "feature_mix_figure": viz.feature_mix_figure(
+            {"image": features.image[0, 0]}, {"image": features.image[2, 0]},
+            F.normalize(torch.randn(3, 8), dim=-1), (0, 1), triplets.class_names, lam=0.3),
+        "training_curves": viz.training_curves(HISTORY, "baseline: loss, temperature"),
+        "ablation_chart": viz.ablation_chart(SUMMARY),
+        "per_class_figure": viz.per_class_figure({"m": {"a": 0.5, "b": 0.2}}, chance=0.3),
+        "umap_figure": viz.umap_figure(emb),
+        "confusion_figure": viz.confusion_figure(np.array([[3, 1], [0, 4]]), ["x", "y"]),
+        "live_curves": viz.LiveCurves("t").show_history(HISTORY).figure,
+    }
+
+
+def test_every_plotly_figure_is_responsive(triplets, features):
+    """No figure keeps a fixed width: each takes its output's width (autosize), and the bundle
+    the notebooks display asks plotly.js to follow resizes."""
+    from mmmixlab.viz.display import PLOTLY_MIME, figure_bundle
+
+    for name, fig in _plotly_factories(triplets, features).items():
+        assert fig.layout.autosize is True, name
+        assert fig.layout.width is None, name
+        bundle = figure_bundle(fig)
+        assert bundle[PLOTLY_MIME]["config"]["responsive"] is True, name
+        assert "width" not in bundle[PLOTLY_MIME]["layout"], name
+        assert bundle[PLOTLY_MIME]["data"], name
+
+
+def test_mixing_figure_titles_fit_three_columns():
+    names = ["source 1: a rather long category (shape_000123)", "source 2: desk (shape_7)"]
+    fig = viz.mixing_figure(cloud(1), cloud(2), 0.5, names=names)
+    for ann in fig.layout.annotations:
+        assert max(len(line) for line in ann.text.split("<br>")) <= 32, ann.text
+
+
+class FakeHandle:
+    def __init__(self, log):
+        self.log = log
+
+    def update(self, obj, raw=False):
+        self.log.append(("update", obj))
+
+
+def test_live_curves_are_one_output_replaced_in_place(monkeypatch):
+    """LiveCurves shows one output (a display_id): an ipywidgets.Output whose figure changes
+    while training, replaced at the end by the plain plotly figure, the output a page reload
+    or a kernel-less reopen shows (a FigureWidget would come back empty)."""
+    import IPython.display
+    import ipywidgets as w
+
+    from mmmixlab.viz import display as vd
+
+    log = []
+    monkeypatch.setattr(vd, "in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj, raw=False, display_id=None: log.append(("show", obj))
+                        or FakeHandle(log))
+    live = viz.LiveCurves("t", min_interval=0.0)
+    live._ipython_display_()  # what display(live) calls
+    live.display()  # once only
+    assert [k for k, _ in log] == ["show"] and isinstance(log[0][1], w.Output)
+    view = live.output.view
+
+    def shown():
+        (out,) = view.outputs
+        return {t["name"] for t in out["data"][vd.PLOTLY_MIME]["data"]}
+
+    live.step({"phase": "stage1", "x": 0.5, "loss": 3.0, "temperature": 0.07})
+    assert shown() == {"loss per step (stage1)", "temperature per step (stage1)"}
+    live(HISTORY[0])
+    assert {"loss per step (stage1)", "loss (stage1)"} <= shown()
+    assert live.output.updates == 2 and [k for k, _ in log] == ["show"]
+    live.show_history(HISTORY)  # training over: the display becomes the plain figure
+    assert [k for k, _ in log] == ["show", "update"] and vd.PLOTLY_MIME in log[-1][1]
+    assert live.output.view is None and view.comm is None  # the widget is closed
+    assert len(live.history) == 1  # a live history is kept
+
+    slow = viz.LiveCurves(min_interval=60.0)
+    for k in range(5):
+        slow.step({"phase": "stage1", "x": k / 5, "loss": 1.0, "temperature": 0.07})
+    assert slow.output.updates == 1  # the first step, the next four merged ...
+    slow(HISTORY[0])
+    assert slow.output.updates == 2  # ... an epoch's end always redraws
+    assert len(slow.figure.data[0].x) == 5
+
+
+def test_live_curve_updates_are_sent_within_stage1():
+    """The on_step callback reaches the displayed output before stage 1's first epoch ends."""
+    from mmmixlab.train import Trainer
+    from tests.helpers.toy import toy_batches, toy_cfg
+
+    live = viz.LiveCurves(min_interval=0.0)
+    sent = []
+
+    def on_step(record):
+        live.step(record)
+        sent.append((record["phase"], record["x"], live.output.updates, len(live.history)))
+
+    Trainer(toy_cfg("mm-mixing"), toy_batches(), embed_dim=16, progress=False).fit(
+        on_epoch=live, on_step=on_step)
+    stage1 = [s for s in sent if s[0] == "stage1" and s[1] <= 1]
+    assert len(stage1) >= 2 and all(h == 0 for *_, h in stage1)
+    assert [u for _, _, u, _ in stage1] == list(range(1, len(stage1) + 1))
+
+
+def test_explorer_figures_are_kernel_set_outputs(triplets, features):
+    """The explorer's figures are Output widgets' outputs set from the kernel (core ipywidgets
+    models, restored after a reload), updated by a slider change."""
+    import ipywidgets as w
+
+    from mmmixlab.viz.display import PLOTLY_MIME
+
+    ex = viz.MixingExplorer(triplets, features, F.normalize(torch.randn(3, 8), dim=-1),
+                            first=0, second=2, lam=0.5, num_points=200)
+    assert isinstance(ex.cloud_view, w.Output) and isinstance(ex.feature_view, w.Output)
+    assert not any(type(c).__name__ == "FigureWidget" for c in ex.widget.children)
+
+    def shown(view):  # the traces' x, as a browser decodes them from the stored output
+        import base64
+
+        (out,) = view.outputs
+        assert out["output_type"] == "display_data"
+        return {t["name"]: (np.frombuffer(base64.b64decode(t["x"]["bdata"]), t["x"]["dtype"])
+                            if isinstance(t["x"], dict) else np.asarray(t["x"]))
+                for t in out["data"][PLOTLY_MIME]["data"]}
+
+    assert len(shown(ex.cloud_view)[viz.MIXED_NAMES[0]]) == 100
+    ex.set(lam_input=0.25)
+    assert len(shown(ex.cloud_view)[viz.MIXED_NAMES[0]]) == 50
+    ex.set(lam_feature=0.8)
+    assert shown(ex.feature_view)["λ"].tolist() == [0.8, 0.8]
+
+
+def test_long_captions_stay_inside_their_boxes():
+    pts = np.stack([cloud(i) for i in range(3)])
+    long = ("a very long caption about a wooden table with four legs, a drawer, a glass top "
+            "and a lamp standing on it next to a pile of books and a small plant in a pot")
+    fig = viz.retrieval_grid([long, "short one", long[:60]], np.array([[1, 2]] * 3), pts,
+                             np.array([0, 1, 0]), [0, 1, 0], ["p", "q"], row_labels=["a"] * 3)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72
+    for ax in np.array(fig.axes).reshape(3, 3)[:, 0]:
+        (text,) = ax.texts
+        box, ext = ax.get_window_extent(renderer), text.get_window_extent(renderer)
+        inset = 3 * px  # the 3 pt frame
+        assert ext.x0 >= box.x0 + inset and ext.x1 <= box.x1 - inset, text.get_text()
+        assert ext.y0 >= box.y0 + inset and ext.y1 <= box.y1 - inset, text.get_text()
+    assert "short one" == np.array(fig.axes).reshape(3, 3)[1, 0].texts[0].get_text()
+
+
+def test_notebook_progress_bar_leaves_no_dead_widget(monkeypatch):
+    """A notebook bar that goes away (leave=False, the trainer's per-epoch bars) empties its
+    output: a saved view of the closed widget would read "Error displaying widget: model not
+    found" after a page reload. A bar that stays (leave=True) keeps its widget."""
+    import IPython.display
+
+    from mmmixlab import progress
+
+    log = []
+    monkeypatch.setattr(progress, "_in_notebook", lambda: True)
+    monkeypatch.setattr(progress, "_NOTEBOOK_BAR", None)
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj, raw=False, display_id=None: log.append(("show", obj))
+                        or FakeHandle(log))
+    for _ in progress.bar(range(3), leave=False, desc="epoch"):
+        pass
+    assert [k for k, _ in log] == ["show", "update"] and log[-1][1] == {"text/plain": ""}
+    log.clear()
+    for _ in progress.bar(range(3), leave=True):
+        pass
+    assert [k for k, _ in log] == ["show"]

@@ -6,6 +6,9 @@
 * :mod:`.curves`: ``training_curves``, ``LiveCurves``, ``ablation_chart``, ``per_class_figure``.
 * :mod:`.embeddings`: ``embed_modalities``/``umap_figure``, ``confusion_figure``,
   ``hard_sample_gallery``, ``retrieval_grid``, ``triplet_figure``, ``thumbnail``, ``save``.
+* :mod:`.display`: how figures are shown so they survive a page reload and a kernel-less
+  reopen (plain plotly outputs, ``ipywidgets.Output`` for figures that change; no
+  ``FigureWidget``).
 """
 
 from .clouds import (

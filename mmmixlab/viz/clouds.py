@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
 from ..mixing import feature_mix, input_mix
+from .display import fit_title, set_output
 
 SOURCE_COLORS = ("#1f77b4", "#ff7f0e")
 SOURCE_NAMES = ("source 1", "source 2")
@@ -112,7 +113,8 @@ def mixing_figure(p1, p2, lam: float, variant: str = "knn", seed: int = 0,
     def paint(pts, k):
         return _rgb(pts) if color_by == "rgb" and pts.shape[1] >= 6 else SOURCE_COLORS[k]
 
-    titles = (names[0], f"mixed: λ = {m.lam:.2f} ({variant})", names[1])
+    titles = tuple(fit_title(t) for t in (names[0], f"mixed: λ = {m.lam:.2f} ({variant})",
+                                            names[1]))
     fig = make_subplots(rows=1, cols=3, specs=[[{"type": "scene"}] * 3], subplot_titles=titles,
                         horizontal_spacing=0.0)
     fig.add_trace(_scatter(m.first, SOURCE_NAMES[0], paint(m.first, 0)), 1, 1)
@@ -195,7 +197,12 @@ def feature_mix_figure(first: dict, second: dict, class_feats, classes: Sequence
 class MixingExplorer:
     """Sliders for the input-level and feature-level ``lam``, the input-mixing variant, the
     pair of shapes, the seed and the colouring, wired to :func:`mixing_figure` and
-    :func:`feature_mix_figure` through plotly ``FigureWidget``s.
+    :func:`feature_mix_figure`: the figures are the outputs of ``ipywidgets.Output``
+    widgets (``cloud_view``, ``feature_view``), so the explorer comes back after a page reload.
+    ``cloud``/``feature`` are the current figures. Each change draws the figure anew (the 3D
+    camera returns to its default; every 3D panel takes a fresh WebGL context, and after many
+    changes the browser drops the oldest, so an older 3D figure elsewhere on the page shows
+    its stored PNG until the pointer enters it).
 
     ``triplets``: a :class:`~mmmixlab.data.TripletSet`; ``features``: its frozen
     :class:`~mmmixlab.clip.TripletFeatures` and ``class_feats`` the category prompts (both
@@ -231,18 +238,24 @@ class MixingExplorer:
             "color_by": w.ToggleButtons(options=["source", "rgb"], value="source",
                                         description="colour"),
         }
-        self.cloud = go.FigureWidget(self.cloud_figure())
-        self.feature = go.FigureWidget(self.feature_figure()) if self._has_features else None
-        for fw in filter(None, (self.cloud, self.feature)):
-            fw.layout.autosize, fw.layout.width = True, None
+        # the figures are outputs of Output widgets set from the kernel (see .display): core
+        # ipywidgets models restore after a page reload, unlike plotly's FigureWidget
+        self.cloud = self.cloud_figure()
+        self.feature = self.feature_figure() if self._has_features else None
+        self.cloud_view = w.Output(layout={"width": "100%"})
+        self.feature_view = w.Output(layout={"width": "100%"}) if self._has_features else None
+        set_output(self.cloud_view, self.cloud)
+        if self.feature_view is not None:
+            set_output(self.feature_view, self.feature)
         self.captions = w.HTML(self.captions_html())
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         c = self.controls
         rows = [w.HBox([c["first"], c["second"], c["seed"]]),
-                w.HBox([c["lam_input"], c["variant"], c["color_by"]]), self.cloud,
+                w.HBox([c["lam_input"], c["variant"], c["color_by"]]), self.cloud_view,
                 w.HBox([c["lam_feature"]]), self.captions]
-        self.widget = w.VBox(rows + ([self.feature] if self.feature is not None else []))
+        self.widget = w.VBox(rows + ([self.feature_view] if self.feature_view else []),
+                             layout={"width": "100%"})
 
     @property
     def _has_features(self) -> bool:
@@ -305,29 +318,15 @@ class MixingExplorer:
 
     def _on_change(self, change) -> None:
         if change["owner"] is not self.controls["lam_feature"]:
-            _copy_figure(self.cloud_figure(), self.cloud)
+            self.cloud = self.cloud_figure()
+            set_output(self.cloud_view, self.cloud)
         if self.feature is not None:
-            _copy_figure(self.feature_figure(), self.feature)
+            self.feature = self.feature_figure()
+            set_output(self.feature_view, self.feature)
         self.captions.value = self.captions_html()
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
-
-
-def _copy_figure(new: go.Figure, widget: go.FigureWidget) -> None:
-    """Move ``new``'s data into ``widget`` in one update (same trace layout, new values)."""
-    with widget.batch_update():
-        if [t.name for t in widget.data] != [t.name for t in new.data]:
-            widget.data = []
-            widget.add_traces(list(new.data))
-        else:
-            for old, fresh in zip(widget.data, new.data):
-                values = fresh.to_plotly_json()
-                values.pop("type", None)
-                old.update(values)
-        for old, fresh in zip(widget.layout.annotations, new.layout.annotations):
-            old.text = fresh.text
-        widget.layout.meta = new.layout.meta
 
 
 def _label(triplets, i: int) -> str:

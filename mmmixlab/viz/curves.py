@@ -8,6 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .display import LiveDisplay, figure_bundle
+
 PHASE_COLORS = {"baseline": "#7f7f7f", "stage1": "#1f77b4", "stage2": "#2ca02c",
                 "im": "#9467bd", "joint": "#d62728"}
 SPLIT_COLORS = {"test": "#1f77b4", "scan": "#d62728"}
@@ -64,22 +66,43 @@ def training_curves(history: Sequence[dict], title: str | None = None,
 
 
 class LiveCurves:
-    """A ``FigureWidget`` of :func:`training_curves` that grows as steps and epochs finish.
+    """:func:`training_curves` that grow as steps and epochs finish, in one notebook output.
 
     Pass the object as ``on_epoch`` (and its :meth:`step` as ``on_step``) to a training call;
-    display ``.widget``. When nothing
-    was trained (a cached run), :meth:`show_history` draws the stored history instead.
+    display it first (``display(live)`` or ``live`` as a cell's last expression). While it
+    trains, the figure is an ``ipywidgets.Output``'s output; :meth:`show_history` (or
+    :meth:`finish`) turns the display into the plain plotly figure (see :mod:`.display`), which
+    survives a page reload and shows in a saved notebook opened without a kernel. Step updates
+    closer than ``min_interval`` seconds are merged into the next one; every epoch redraws.
+    When nothing was trained (a cached run), :meth:`show_history` draws the stored history.
+    ``figure`` is the current :class:`plotly.graph_objects.Figure`.
     """
 
-    def __init__(self, title: str | None = None):
+    def __init__(self, title: str | None = None, min_interval: float = 0.25):
         self.title = title
         self.history: list = []
         self.steps: list = []
-        self.widget = go.FigureWidget(training_curves([], title))
+        self.output = LiveDisplay(min_interval)
+        self._figure, self._stale = training_curves([], title), False
+
+    @property
+    def figure(self) -> go.Figure:
+        if self._stale:
+            self._figure = training_curves(self.history, self.title, steps=self.steps)
+            self._stale = False
+        return self._figure
+
+    def display(self) -> LiveCurves:
+        """Show the figure (once) in the running cell's output; later changes replace it."""
+        self.output.show(self.figure)
+        return self
+
+    def _ipython_display_(self) -> None:
+        self.display()
 
     def __call__(self, record: dict) -> None:
         self.history.append(dict(record))
-        self._redraw()
+        self._redraw(force=True)
 
     def step(self, record: dict) -> None:
         """A logged step (``Trainer.fit(on_step=...)``): the curves move within an epoch."""
@@ -87,20 +110,24 @@ class LiveCurves:
         self._redraw()
 
     def show_history(self, history: Sequence[dict]) -> LiveCurves:
+        """Draw ``history`` when nothing was trained live, then :meth:`finish`."""
         if not self.history:
             self.history = [dict(r) for r in history]
-            self._redraw()
+        self._stale = True
+        return self.finish()
+
+    def finish(self) -> LiveCurves:
+        """Training is over: the output becomes the plain figure the notebook stores."""
+        self.output.finish(self.figure)
         return self
 
-    def _redraw(self) -> None:
-        new = training_curves(self.history, self.title, steps=self.steps)
-        with self.widget.batch_update():
-            self.widget.data = []
-            self.widget.add_traces(list(new.data))
-            self.widget.layout.shapes = new.layout.shapes
+    def _redraw(self, force: bool = False) -> None:
+        self._stale = True
+        if force or self.output.due():
+            self.output.update(self.figure, force=True)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return figure_bundle(self.figure)
 
 
 def _bars(summary: dict, metrics, rows):
@@ -126,7 +153,7 @@ def ablation_chart(summary: dict, metrics: Sequence[str] = ("zs_test_top1", "zs_
                                          "arrayminus": below[k]})
                          for k, m in enumerate(metrics)])
         fig.update_layout(barmode="group", title=title, yaxis_title="%", height=360,
-                          margin={"l": 40, "r": 10, "t": 50, "b": 40})
+                          autosize=True, margin={"l": 40, "r": 10, "t": 50, "b": 40})
         return fig
     import matplotlib.pyplot as plt
 
@@ -152,5 +179,5 @@ def per_class_figure(per_class: dict, chance: float | None = None, title: str = 
         fig.add_hline(y=100 * chance, line={"dash": "dot", "color": "#999"},
                       annotation_text="chance")
     fig.update_layout(barmode="group", title=title, yaxis_title="zero-shot top-1 (%)",
-                      height=360, margin={"l": 40, "r": 10, "t": 50, "b": 80})
+                      height=360, autosize=True, margin={"l": 40, "r": 10, "t": 50, "b": 80})
     return fig

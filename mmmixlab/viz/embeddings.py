@@ -127,7 +127,7 @@ def umap_figure(emb: Embedding, title: str = "", backend: str = "plotly"):
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     fig.update_layout(title=title or f"{emb.method.upper()} of the embeddings", height=460,
-                      margin={"l": 10, "r": 10, "t": 60, "b": 10})
+                      autosize=True, margin={"l": 10, "r": 10, "t": 60, "b": 10})
     return fig
 
 
@@ -164,7 +164,7 @@ def confusion_figure(cm, class_names: Sequence[str], title: str = "", normalize:
                                    hovertemplate="true %{y}<br>predicted %{x}<br>%{text}"))
         fig.update_layout(title=title, height=520, yaxis_autorange="reversed",
                           xaxis_title="predicted", yaxis_title="true",
-                          margin={"l": 10, "r": 10, "t": 50, "b": 10})
+                          autosize=True, margin={"l": 10, "r": 10, "t": 50, "b": 10})
         return fig
     import matplotlib.pyplot as plt
 
@@ -195,14 +195,57 @@ def _tile(ax, image=None, text: str = "", frame: str | None = None, label: str =
     if image is not None:
         ax.imshow(image)
     else:
-        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, wrap)) if wrap else text, ha="center",
-                va="center", fontsize=7, transform=ax.transAxes)
+        artist = ax.text(0.5, 0.5, "\n".join(textwrap.wrap(text, wrap)) if wrap else text,
+                         ha="center", va="center", fontsize=7, transform=ax.transAxes)
+        if wrap:  # re-wrapped to the tile's real size once the figure is laid out
+            ax._mmmixlab_caption = (artist, text)
     for spine in ax.spines.values():
         spine.set_visible(frame is not None)
         if frame is not None:
             spine.set_edgecolor(frame)
             spine.set_linewidth(3)
     ax.set_xlabel(label, fontsize=7, color=label_color)
+
+
+def fit_captions(fig, frame_pt: float = 3.0, pad_pt: float = 3.0,
+                 sizes=(7, 6.5, 6, 5.5, 5)) -> None:
+    """Re-wrap the text tiles of ``fig`` (captions as queries) so that each stays inside its
+    box, its frame and a small padding included: the widest wrap that fits at the largest
+    font size in ``sizes``; at the smallest one, the lines that fit and an ellipsis. Call it
+    after the figure's layout is final (``tight_layout``)."""
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72
+    for ax in fig.axes:
+        item = getattr(ax, "_mmmixlab_caption", None)
+        if item is None:
+            continue
+        artist, raw = item
+        box = ax.get_window_extent(renderer)
+        room_w = box.width - 2 * (frame_pt + pad_pt) * px
+        room_h = box.height - 2 * (frame_pt + pad_pt) * px
+
+        def fits(lines, size, artist=artist, room=(room_w, room_h)):
+            artist.set_text("\n".join(lines))
+            artist.set_fontsize(size)
+            ext = artist.get_window_extent(renderer)
+            return ext.width <= room[0], ext.height <= room[1]
+
+        done = False
+        for size in sizes:
+            for width in range(max(len(raw), 1), 5, -1):
+                lines = textwrap.wrap(raw, width) or [""]
+                wide_ok, high_ok = fits(lines, size)
+                if wide_ok and high_ok:
+                    done = True
+                    break
+                if wide_ok:  # narrower only adds lines: try a smaller font
+                    break
+            if done:
+                break
+        if not done:  # the smallest font: as many lines as fit, then "…"
+            while len(lines) > 1 and not all(fits(lines[:-1] + [lines[-1] + "…"], size)):
+                lines = lines[:-1]
+            fits(lines[:-1] + [lines[-1].rstrip(" ,.;") + "…"], size)
 
 
 def hard_sample_gallery(points, indices: Sequence[int], labels, preds: dict,
@@ -269,6 +312,7 @@ def retrieval_grid(queries: Sequence, hits, gallery_points, gallery_labels, quer
         axes[0, c + 1].set_title(f"top {c + 1}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    fit_captions(fig)
     return fig
 
 

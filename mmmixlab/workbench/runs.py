@@ -166,7 +166,7 @@ def get_run(cfg: RunConfig, variant: str | None = None,
 def get_runs(cfg: RunConfig, variants: Sequence[str] = ("baseline", "mm-mixing"),
              live: bool = True, retrain: bool = False) -> dict:
     """:func:`get_run` for several variants, ``{variant: Run}``. With ``live``, each run gets a
-    :class:`~mmmixlab.viz.LiveCurves` widget (shown in the notebook) that follows its training,
+    :class:`~mmmixlab.viz.LiveCurves` figure (shown in the notebook) that follows its training,
     or draws its stored history when it comes from the cache."""
     from ..viz import LiveCurves
 
@@ -174,7 +174,7 @@ def get_runs(cfg: RunConfig, variants: Sequence[str] = ("baseline", "mm-mixing")
     for variant in variants:
         curves = LiveCurves(f"{variant}: loss, temperature, zero-shot top-1") if live else None
         if curves is not None:
-            _display(curves.widget)
+            _display(curves)
         runs[variant] = get_run(cfg, variant, on_epoch=curves, retrain=retrain)
         if curves is not None:
             curves.show_history(runs[variant].history)

@@ -307,7 +307,32 @@ def test_build_world_writes_and_reuses(tmp_path, tiny, monkeypatch):
         raise AssertionError("regenerated a cached split")
 
     monkeypatch.setattr(synth_mod, "generate_split", boom)
+    monkeypatch.setattr("mmmixlab.run_pool.available_cores", lambda: 1)  # boom in this process
     assert build_world(cfg, tmp_path / "w") == paths  # cache hit: nothing regenerated
     cfg2 = SynthConfig(**{**cfg.__dict__, "seed": cfg.seed + 1})
     with pytest.raises(AssertionError, match="regenerated"):
         build_world(cfg2, tmp_path / "w")  # a different config is not served from the cache
+
+
+def test_splits_generated_side_by_side_equal_one_after_another(tmp_path, tiny, monkeypatch):
+    """A cold world's splits are generated in parallel processes; each split comes from its
+    own seed, so the files equal a one-process build's byte for byte."""
+    from mmmixlab import run_pool
+
+    if run_pool.available_cores() < 2:
+        pytest.skip("one core: the splits are generated in this process")
+    parallel = build_world(tiny, tmp_path / "par")
+    monkeypatch.setattr(run_pool, "available_cores", lambda: 1)
+    serial = build_world(tiny, tmp_path / "ser")
+    assert list(parallel) == list(serial) == ["train", "test", "scan"]
+    for split in serial:
+        files = sorted(p.relative_to(serial[split]) for p in serial[split].rglob("*")
+                       if p.is_file())
+        assert files and files == sorted(p.relative_to(parallel[split])
+                                         for p in parallel[split].rglob("*") if p.is_file())
+        for f in files:
+            a, b = (serial[split] / f).read_bytes(), (parallel[split] / f).read_bytes()
+            if f.name == "manifest.json":  # records how long it took
+                a, b = json.loads(a), json.loads(b)
+                assert a["info"].pop("seconds") >= 0 and b["info"].pop("seconds") >= 0
+            assert a == b, (split, f)

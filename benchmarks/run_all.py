@@ -43,6 +43,7 @@ BENCHMARKS = (
     ("training", "benchmarks.training_throughput", True),
     ("sparseconv", "benchmarks.sparseconv", True),
     ("step_profile", "benchmarks.step_profile", False),
+    ("step_flops", "benchmarks.step_flops", False),
     ("released_encoder", "benchmarks.released_encoder", False),
     ("threading_env", "benchmarks.threading_env", False),
     ("candidates", "benchmarks.candidates", False),

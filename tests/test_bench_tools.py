@@ -1,0 +1,36 @@
+"""The measuring tools of benchmarks/ that a number depends on: checked against torch's own
+FLOP counter and hand counts (their timings are not tested: machines here are noisy)."""
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.ablation_time import extrapolate, plan_epochs
+from benchmarks.step_flops import GemmRecorder, gemm_floor
+
+
+def test_gemm_recorder_sees_every_product_of_a_training_step():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    x = torch.randn(50, 6)
+    rec = GemmRecorder()
+    with rec:
+        net(x).square().sum().backward()
+    with FlopCounterMode(display=False) as fc:
+        net(x).square().sum().backward()
+    # forward: 2 addmm; backward: input grad of layer 2 and both weight grads (3 mm)
+    assert sum(rec.calls.values()) == 5
+    assert any(t for (_, mats) in rec.calls for _, t in mats)  # backward's transposed operands
+    _, flops = gemm_floor(rec.calls, rounds=1)
+    assert flops == fc.get_total_flops() == 2 * 50 * (6 * 16 + 16 * 4) * 3 - 2 * 50 * 6 * 16
+
+
+def test_readme_plan_extrapolation_counts_each_rows_epochs():
+    assert plan_epochs("one-stage", 30) == {"joint": 60}
+    assert plan_epochs("baseline-2x", 30) == {"baseline": 60}
+    assert plan_epochs("mm-mixing", 30) == {"stage2": 30}  # stage 1 is the fm run's
+    costs = {"epoch_s": {"baseline": 1.0, "joint": 3.0}, "other_s": {"baseline": 5.0,
+                                                                      "one-stage": 7.0},
+             "run_s": 100.0}
+    out = extrapolate(costs, wall=50.0, variants=["baseline", "one-stage"], epochs=10, seeds=2)
+    assert out["work_s"] == (10 * 1.0 + 5.0 + 20 * 3.0 + 7.0) * 2
+    assert out["parallel"] == 2.0 and out["wall_s"] == out["work_s"] / 2

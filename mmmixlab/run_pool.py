@@ -85,11 +85,20 @@ def _call(fn, kwargs):
     return fn(_WORLD, **kwargs)
 
 
+def _named(err: Exception, key: str) -> Exception:
+    """``err`` again, its message prefixed with the run it came from."""
+    text = f"run {key} failed in its worker process: {err}"
+    try:
+        return type(err)(text)
+    except Exception:  # an exception type with other constructor arguments
+        return RuntimeError(f"{text} ({type(err).__name__})")
+
+
 def run_tasks(tasks: list, jobs: int, base, world) -> Iterator[tuple]:
     """Run ``tasks`` (each ``fn(world, **kwargs)``) on ``jobs`` processes; yield ``(key,
     result)`` as each finishes. ``world``: the calling process's (used when ``jobs == 1``);
     each worker prepares its own from the cache ``base`` names (built already by the caller).
-    A failed task stops the pool and raises its error, naming the task."""
+    A failed task stops the pool and raises its error (the same type), naming the task."""
     keys = [t.key for t in tasks]
     for t in tasks:
         if t.after is not None and t.after not in keys:
@@ -116,9 +125,8 @@ def run_tasks(tasks: list, jobs: int, base, world) -> Iterator[tuple]:
                     t = running.pop(future)
                     try:
                         result = future.result()
-                    except Exception as err:
-                        raise RuntimeError(f"run {t.key} failed in its worker process: "
-                                           f"{type(err).__name__}: {err}") from err
+                    except Exception as err:  # the same type, so callers' handling holds
+                        raise _named(err, t.key) from err
                     done.add(t.key)
                     yield t.key, result
         except BaseException:

@@ -375,9 +375,9 @@ def test_parallel_ablation_equals_sequential_at_the_same_thread_count(cache, tmp
     assert a["zero_shot"] == b["zero_shot"] and a["retrieval"] == b["retrieval"]
 
 
-def test_run_pool_names_the_failed_run_and_refuses_bad_jobs(cache):
+def test_run_pool_names_the_failed_run_and_refuses_bad_jobs(cache, tmp_path):
     from mmmixlab.run_pool import Task, resolve_jobs, run_tasks
-    from tests.helpers.pool import fail_on, square
+    from tests.helpers.pool import fail_on, read_file, square, write_after_pause
 
     cfg = small_cfg(cache)
     world = pipeline.prepare_world(cfg, progress=False)
@@ -387,6 +387,11 @@ def test_run_pool_names_the_failed_run_and_refuses_bad_jobs(cache):
         for key, value in run_tasks(tasks, 2, cfg, world):
             results[key] = value
     assert results == {"a": 9}  # a finished before b started (b waits for it)
+    # a task starts only once the one it waits for has finished, though a worker is free
+    flag = tmp_path / "flag.txt"
+    waited = dict(run_tasks([Task("w", write_after_pause, {"path": flag, "seconds": 1.0}),
+                             Task("r", read_file, {"path": flag}, after="w")], 2, cfg, world))
+    assert waited == {"w": "written", "r": "a was here"}
     assert dict(run_tasks([Task("a", square, {"x": 4})], 1, cfg, world)) == {"a": 16}
     with pytest.raises(ValueError, match="waits for 'z', which is not in the plan"):
         list(run_tasks([Task("a", square, {"x": 1}, after="z")], 2, cfg, world))

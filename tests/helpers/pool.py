@@ -8,3 +8,18 @@ def square(world, x):
 
 def fail_on(world, x):
     raise ValueError(f"bad input {x}")
+
+
+def write_after_pause(world, path, seconds):
+    import time
+    from pathlib import Path
+
+    time.sleep(seconds)
+    Path(path).write_text("a was here")
+    return "written"
+
+
+def read_file(world, path):
+    from pathlib import Path
+
+    return Path(path).read_text()  # FileNotFoundError when it ran before its writer finished

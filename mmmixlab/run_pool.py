@@ -45,14 +45,15 @@ def available_cores() -> int:
 
 
 def resolve_jobs(jobs, cfg, runs: int) -> int:
-    """``jobs`` as a count: ``"auto"`` (or 0) is one run per core on a CPU with in-memory data
-    (the tiny world), else 1: a GPU, or streamed data whose loader workers use the cores."""
+    """``jobs`` as a count: ``"auto"`` (or 0) is one run per core on a CPU with the embedded
+    world, else 1: a GPU, or a data folder (each worker would hold its own copy of the
+    features; streamed data's loader workers use the cores anyway). Explicit counts are
+    honoured, capped at the number of runs."""
     from .device import resolve_device
-    from .pipeline import is_streamed
 
     if jobs in (None, "auto", 0, "0"):
         cpu = resolve_device(cfg.train.device).type == "cpu"
-        jobs = available_cores() if cpu and not is_streamed(cfg) else 1
+        jobs = available_cores() if cpu and cfg.data.root is None else 1
     if isinstance(jobs, str) and jobs.strip().isdigit():
         jobs = int(jobs)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:

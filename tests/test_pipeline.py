@@ -401,3 +401,4 @@ def test_run_pool_names_the_failed_run_and_refuses_bad_jobs(cache, tmp_path):
     assert resolve_jobs(8, cfg, 3) == 3 and resolve_jobs("1", cfg, 3) == 1
     assert 1 <= resolve_jobs("auto", cfg, 10) <= 10
     assert resolve_jobs("auto", cfg.replace(**{"train.device": "cpu"}), 1) == 1
+    assert resolve_jobs("auto", cfg.replace(**{"data.root": str(cache)}), 10) == 1  # a folder

@@ -348,12 +348,12 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
             raise ValueError(f"{out_dir} holds an ablation of another protocol ({previous}); "
                              f"choose a new --out folder rather than mixing protocols in one "
                              f"table")
+    plain = plan_rows(variants, modality_sets)
+    rows = sweep_rows(plain, base, sweeps)
+    jobs = resolve_jobs(jobs, base, len(rows) * len(seeds))  # a bad --jobs before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     world = prepare_world(base, progress=progress)
     quality = frozen_encoder_quality(world)
-    plain = plan_rows(variants, modality_sets)
-    rows = sweep_rows(plain, base, sweeps)
-    jobs = resolve_jobs(jobs, base, len(rows) * len(seeds))
     if announce:
         est = estimate_seconds(base, world, [r[:3] for r in rows], seeds, jobs)
         print(f"ablation plan: {len(rows)} rows x {len(seeds)} seeds = {len(rows) * len(seeds)} "

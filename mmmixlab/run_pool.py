@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-__all__ = ["Task", "available_cores", "resolve_jobs", "run_tasks", "worker_world"]
+__all__ = ["Task", "available_cores", "resolve_jobs", "run_tasks"]
 
 
 @dataclass
@@ -61,12 +61,7 @@ def resolve_jobs(jobs, cfg, runs: int) -> int:
     return max(1, min(jobs, runs))
 
 
-_WORLD = None
-
-
-def worker_world():
-    """The world this worker process prepared once (loaded from the cache)."""
-    return _WORLD
+_WORLD = None  # the world a worker process prepared once (loaded from the cache)
 
 
 def _start_worker(base_json: str, threads: int) -> None:

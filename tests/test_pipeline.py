@@ -284,6 +284,14 @@ def test_sweep_rows_share_seeds_and_differ_only_in_the_field(cache, tmp_path):
     assert "at the default value" in md
 
 
+def test_bad_jobs_is_a_one_line_error_before_any_work(tmp_path, capsys):
+    assert main(["ablate", "--variants", "baseline", "--seeds", "2", "--out",
+                 str(tmp_path / "a"), "--jobs", "zero"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--jobs must be a positive integer or 'auto', got 'zero'" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "a").exists()
+
+
 @pytest.mark.parametrize("sweep,match", [
     ("train.lr=abc", r"--sweep train\.lr=abc: train\.lr must be a number, got 'abc'"),
     ("mix.nope=1", r"--sweep mix\.nope=1: unknown config field 'mix\.nope'"),

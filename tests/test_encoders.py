@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from mmmixlab.encoders import ENCODER_NAMES, PointBERTConfig, count_parameters, create_point_encoder
 
@@ -159,9 +161,11 @@ def test_pointbert_tokenizer_equals_the_concatenated_mini_pointnet():
     tok = PatchTokenizer(6, (16, 32, 24, 40), 48).double()
     x = torch.randn(3, 5, 7, 6, dtype=torch.float64)
 
-    def written_out(patches):
+    def written_out(patches):  # plain torch ops only, no hand-written backward
         b, g, k, c = patches.shape
-        f = tok.first(patches.reshape(b * g * k, c)).view(b * g, k, -1)
+        lin = tok.first[0]
+        f = tok.first[1:](F.linear(patches.reshape(b * g * k, c), lin.weight, lin.bias))
+        f = f.view(b * g, k, -1)
         pooled = f.max(dim=1, keepdim=True).values.expand(-1, k, -1)
         h = tok.second(torch.cat([pooled, f], dim=-1))
         return tok.project(h.max(dim=1).values).view(b, g, -1)
@@ -172,3 +176,48 @@ def test_pointbert_tokenizer_equals_the_concatenated_mini_pointnet():
     g_ref = torch.autograd.grad(ref.square().sum(), list(tok.parameters()))
     for a, b in zip(g_got, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # and the gradient reaching the patches (a cloud's own gradient, e.g. for saliency)
+    xg = x.clone().requires_grad_(True)
+    torch.testing.assert_close(torch.autograd.grad(tok(xg).square().sum(), xg)[0],
+                               torch.autograd.grad(written_out(xg).square().sum(), xg)[0],
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_pool_broadcast_linear_backward_passes_gradcheck():
+    """The tokenizer's hand-written backward (pooled half scatter-added at the arg-max) against
+    finite differences, for the per-point features, the weight and the bias."""
+    from mmmixlab.encoders.pointbert import _PoolBroadcastLinear
+
+    torch.manual_seed(1)
+    f = torch.randn(4, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 10, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_PoolBroadcastLinear.apply, (f, w, b))
+    torch.testing.assert_close(_PoolBroadcastLinear.apply(f, w, b),
+                               _PoolBroadcastLinear.plain(f, w, b), rtol=0, atol=0)
+
+
+def test_narrow_input_linear_is_a_drop_in_linear():
+    """Same parameters, state dict and forward as nn.Linear; its transposed weight-gradient
+    product gives nn.Linear's gradients (to rounding) and passes gradcheck; under no_grad and
+    autocast it is nn.Linear's own path."""
+    from mmmixlab.encoders.common import NarrowInputLinear
+
+    torch.manual_seed(2)
+    narrow, plain = NarrowInputLinear(6, 16).double(), nn.Linear(6, 16).double()
+    plain.load_state_dict(narrow.state_dict())
+    assert list(narrow.state_dict()) == list(plain.state_dict())
+    x = torch.randn(5, 40, 6, dtype=torch.float64, requires_grad=True)
+    y = narrow(x)
+    assert y.grad_fn is not None and "NarrowInputLinear" in type(y.grad_fn).__name__
+    torch.testing.assert_close(y, plain(x), rtol=0, atol=0)
+    got = torch.autograd.grad(narrow(x).square().sum(), [x, narrow.weight, narrow.bias])
+    ref = torch.autograd.grad(plain(x).square().sum(), [x, plain.weight, plain.bias])
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(narrow, (x[:2, :7],))
+    with torch.no_grad():
+        assert narrow(x).grad_fn is None
+    narrow32 = NarrowInputLinear(6, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "NarrowInputLinear" not in type(narrow32(x.float()).grad_fn).__name__

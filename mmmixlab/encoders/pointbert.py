@@ -37,7 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .common import check_encoder_input, check_in_channels, check_positive, init_weights
+from .common import (
+    NarrowInputLinear,
+    check_encoder_input,
+    check_in_channels,
+    check_positive,
+    init_weights,
+)
 
 
 @dataclass
@@ -99,7 +105,7 @@ class PatchTokenizer(nn.Module):
     def __init__(self, in_channels: int, dims: tuple[int, int, int, int], out_dim: int):
         super().__init__()
         h1, mid, h2, token = dims
-        self.first = nn.Sequential(nn.Linear(in_channels, h1), nn.LayerNorm(h1),
+        self.first = nn.Sequential(NarrowInputLinear(in_channels, h1), nn.LayerNorm(h1),
                                    nn.ReLU(inplace=True), nn.Linear(h1, mid))
         self.second = nn.Sequential(nn.Linear(2 * mid, h2), nn.LayerNorm(h2),
                                     nn.ReLU(inplace=True), nn.Linear(h2, token))
@@ -108,14 +114,56 @@ class PatchTokenizer(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # (B, G, k, C) -> (B, G, D)
         b, g, k, c = patches.shape
         f = self.first(patches.reshape(b * g * k, c)).view(b * g, k, -1)
-        pooled = f.max(dim=1, keepdim=True).values
-        # second[0] applied to concat(pooled, f) without building it: its weight's pooled half
-        # once per patch, broadcast over the patch's points (0.75x the tokenizer's time at
-        # pointbert-tiny: no (points, 2 * mid) copy, half the per-point GEMM; same parameters)
-        lin, mid = self.second[0], f.shape[-1]
-        h = F.linear(f, lin.weight[:, mid:]) + F.linear(pooled, lin.weight[:, :mid], lin.bias)
+        lin = self.second[0]
+        if _hand_backward(f):
+            h = _PoolBroadcastLinear.apply(f, lin.weight, lin.bias)
+        else:  # the same function in plain ops (autocast, double backward, no grad)
+            h = _PoolBroadcastLinear.plain(f, lin.weight, lin.bias)
         tokens = self.second[1:](h.view(b * g * k, -1)).view(b * g, k, -1).max(dim=1).values
         return self.project(tokens).view(b, g, -1)
+
+
+def _hand_backward(x: torch.Tensor) -> bool:
+    """The hand-written backward below, in training without autocast (it holds no autocast
+    rules), on any device."""
+    return (torch.is_grad_enabled() and x.requires_grad
+            and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled(x.device.type))
+
+
+class _PoolBroadcastLinear(torch.autograd.Function):
+    """``h = W [max_k f ; f] + b`` for every point of a patch, without building the
+    concatenation: ``W``'s pooled half once per patch, broadcast over the patch's points.
+
+    Autograd of the plain ops (:meth:`plain`) fills a zero
+    tensor the size of ``f`` for the max-pool's gradient and adds it to the per-point half's;
+    here the pooled gradient is scatter-added straight into it (the same sums: the same
+    values; ``tests/test_encoders.py``). f: (P, k, mid); weight: (h, 2 mid)."""
+
+    @staticmethod
+    def plain(f, weight, bias, pooled=None):
+        """The forward in differentiable torch ops."""
+        mid = f.shape[-1]
+        pooled = f.max(dim=1, keepdim=True).values if pooled is None else pooled
+        return F.linear(f, weight[:, mid:]) + F.linear(pooled, weight[:, :mid], bias)
+
+    @staticmethod
+    def forward(ctx, f, weight, bias):
+        pooled, arg = f.max(dim=1, keepdim=True)                       # (P, 1, mid)
+        ctx.save_for_backward(f, pooled, arg, weight)
+        return _PoolBroadcastLinear.plain(f, weight, bias, pooled)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dh):
+        f, pooled, arg, weight = ctx.saved_tensors
+        mid, out = f.shape[-1], dh.shape[-1]
+        d_summed = dh.sum(dim=1, keepdim=True)                          # (P, 1, h)
+        df = dh @ weight[:, mid:]                                       # (P, k, mid)
+        df.scatter_add_(1, arg, d_summed @ weight[:, :mid])
+        dweight = torch.cat([d_summed.view(-1, out).t() @ pooled.view(-1, mid),
+                             dh.reshape(-1, out).t() @ f.reshape(-1, mid)], dim=1)
+        return df, dweight, d_summed.view(-1, out).sum(0)
 
 
 class Block(nn.Module):

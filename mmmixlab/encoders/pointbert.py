@@ -119,7 +119,11 @@ class PatchTokenizer(nn.Module):
             h = _PoolBroadcastLinear.apply(f, lin.weight, lin.bias)
         else:  # the same function in plain ops (autocast, double backward, no grad)
             h = _PoolBroadcastLinear.plain(f, lin.weight, lin.bias)
-        tokens = self.second[1:](h.view(b * g * k, -1)).view(b * g, k, -1).max(dim=1).values
+        last = self.second[3]
+        a = self.second[1:3](h.view(b * g * k, -1))
+        # max_k(W a_k + b) = max_k(W a_k) + b: the bias once per patch, not copied into every
+        # point's row (rounding is monotonic, so the values are the same)
+        tokens = F.linear(a, last.weight).view(b * g, k, -1).max(dim=1).values + last.bias
         return self.project(tokens).view(b, g, -1)
 
 

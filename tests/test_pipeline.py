@@ -410,3 +410,24 @@ def test_run_pool_names_the_failed_run_and_refuses_bad_jobs(cache, tmp_path):
     assert 1 <= resolve_jobs("auto", cfg, 10) <= 10
     assert resolve_jobs("auto", cfg.replace(**{"train.device": "cpu"}), 1) == 1
     assert resolve_jobs("auto", cfg.replace(**{"data.root": str(cache)}), 10) == 1  # a folder
+
+
+def test_evaluation_encodes_only_the_evaluated_splits(cache, monkeypatch):
+    """A run's evaluation encodes test and scan, not the train split (no metric reads it), and
+    its metrics equal those from every split's features."""
+    from mmmixlab.encoders import create_point_encoder
+
+    world = pipeline.prepare_world(small_cfg(cache), progress=False)
+    cfg = small_cfg(cache)
+    torch.manual_seed(0)
+    encoder = create_point_encoder("pointbert-tiny", world.dim)
+    every = pipeline.point_features(encoder, world, cfg)
+    assert set(every) == {"train", "test", "scan"}
+    encoded = []
+    real = pipeline.encode_points
+    monkeypatch.setattr(pipeline, "encode_points",
+                        lambda enc, points, *a, **k: encoded.append(len(points)) or
+                        real(enc, points, *a, **k))
+    got = pipeline.evaluate_encoder(encoder, world, cfg)
+    assert sorted(encoded) == sorted(len(world.splits[s]) for s in ("test", "scan"))
+    assert got == pipeline.evaluate_encoder(encoder, world, cfg, feats=every)

@@ -226,3 +226,26 @@ def test_cpu_precision_follows_what_the_cpu_has(monkeypatch):
     assert feats["bf16"].dtype == torch.float32
     diff = (feats["bf16"] - feats["off"]).abs().max().item()
     assert 1e-5 < diff < 0.1, diff  # bf16 rounding: different, but the same features
+
+
+def test_optimizer_runs_foreach_with_the_per_tensor_loops_updates():
+    """The trainer's AdamW runs its multi-tensor (foreach) path, and three of its steps give
+    bit for bit the parameters of the per-tensor loop (CPU's default) on the same gradients."""
+    trainer = Trainer(toy_cfg("fm"), toy_batches(), embed_dim=16, progress=False)
+    phase = trainer.enter_phase(trainer.phases[0])
+    opt = trainer._optimizer(phase)[0]  # (optimizer, schedule)
+    assert all(g["foreach"] for g in opt.param_groups)
+    tensors = [p for g in opt.param_groups for p in g["params"]]
+    twins = [p.detach().clone().requires_grad_(True) for p in tensors]
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "foreach": False,
+               "params": twins[sum(len(h["params"]) for h in opt.param_groups[:i]):][
+                   :len(g["params"])]} for i, g in enumerate(opt.param_groups)]
+    loop = torch.optim.AdamW(groups)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in zip(tensors, twins):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        opt.step()
+        loop.step()
+    assert all(torch.equal(p, q) for p, q in zip(tensors, twins))

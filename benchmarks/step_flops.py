@@ -20,6 +20,11 @@ AdamW, schedule; ``mm-mixing`` defaults, ``align_unmixed`` on):
   rates. What is left is element-wise work (norms, activations, copies, gathers), FPS and
   neighbour search, the loss and the optimizer.
 
+The README plan's floor: ``pointbert-tiny``'s other phases (baseline, im, joint) are measured
+the same way, and the plan (30 epochs per stage, 5 seeds) is costed at the steps' GEMM floors
+on this machine's cores with perfect scaling: no schedule of the same arithmetic on this CPU
+trains it faster.
+
     python -m benchmarks.step_flops [--quick]
 """
 
@@ -89,13 +94,13 @@ def _cpu_time(fn) -> float:
     return time.process_time() - t
 
 
-def measure(encoder: str, rounds: int) -> list:
-    w = make_workload(encoder, BATCH, POINTS, torch.device("cpu"))
+def measure(encoder: str, rounds: int, variant: str = "mm-mixing") -> list:
+    """Rows for every phase of ``variant`` (stage 1 and stage 2 for mm-mixing)."""
+    w = make_workload(encoder, BATCH, POINTS, torch.device("cpu"), variant=variant)
     tr, b = w.trainer, w.batch
     opts = {}
-    for name in ("stage1", "stage2"):
-        phase = enter_phase(tr, name)
-        opts[name] = tr._optimizer(phase)
+    for phase in tr.phases:
+        opts[phase.name] = tr._optimizer(enter_phase(tr, phase.name))
 
     def step(name):
         return train_step(tr, enter_phase(tr, name), b, *opts[name])
@@ -106,7 +111,7 @@ def measure(encoder: str, rounds: int) -> list:
         step(name)
         step(name)
     for r in range(rounds):
-        for name in (("stage1", "stage2") if r % 2 == 0 else ("stage2", "stage1")):
+        for name in (list(opts) if r % 2 == 0 else list(opts)[::-1]):
             times[name].append(_cpu_time(lambda: step(name)))
     for name in opts:
         with FlopCounterMode(display=False) as fc:
@@ -129,25 +134,76 @@ def measure(encoder: str, rounds: int) -> list:
     return rows
 
 
+# The README's Tables 3 + 4 plan (`mmmixlab ablate --seeds 5 --epochs1 30 --epochs2 30`, per-stage
+# budget): each row's epochs by phase, the mm-mixing row's stage 1 being its fm run's
+PLAN_EPOCHS, PLAN_SEEDS = 30, 5
+PLAN = {"baseline": {"baseline": 1}, "fm": {"stage1": 1}, "im": {"im": 1},
+        "mm-mixing": {"stage2": 1}, "one-stage": {"joint": 2}, "baseline-2x": {"baseline": 2}}
+PHASE_OF = {"baseline": "baseline", "stage1": "mm-mixing", "stage2": "mm-mixing",
+            "im": "im", "joint": "one-stage"}  # phase -> a variant that runs it
+
+
+def plan_floor(rows: list, steps_per_epoch: int, cores: int) -> dict:
+    """The README plan's training time if every step ran at its GEMM floor on ``cores``
+    cores with perfect scaling (evaluation and set-up left out): a lower bound, against the
+    same plan at the steps' measured times."""
+    by_phase = {r["step"]: r for r in rows}
+    floor = measured = 0.0
+    for phases in PLAN.values():
+        for phase, stages in phases.items():
+            steps = stages * PLAN_EPOCHS * steps_per_epoch * PLAN_SEEDS
+            floor += steps * by_phase[phase]["gemm_floor_ms"] / 1e3
+            measured += steps * by_phase[phase]["step_ms"] / 1e3
+    return {"cores": cores, "steps_per_epoch": steps_per_epoch,
+            "floor_min": round(floor / cores / 60, 1),
+            "measured_steps_min": round(measured / cores / 60, 1)}
+
+
+def tiny_steps_per_epoch() -> int:
+    from mmmixlab.config import preset
+    from mmmixlab.pipeline import synth_config
+
+    cfg = preset("tiny")
+    synth = synth_config(cfg)
+    return synth.train_per_class * len(synth.categories) // cfg.train.batch_size
+
+
 COLUMNS = ["encoder", "step", "gflop", "step_ms", "step_gflops", "gemm_gflop", "gemm_floor_ms",
            "gemm_rate_gflops", "share"]
 
 
 def run(device: torch.device, quick: bool = False) -> dict:
+    """The tiny presets' stage-1 and stage-2 steps; then, for ``pointbert-tiny`` (the README
+    plan's encoder), the plan's other phases and the plan's floor on this machine's cores."""
     if device.type != "cpu":
         raise SystemExit("step_flops measures the CPU floor; run it with --device cpu")
+    from mmmixlab.run_pool import available_cores
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # ablate's runs: one thread each
+    rounds = 3 if quick else 9
     try:
         encoders = ENCODERS[:1] if quick else ENCODERS
-        rows = [r for e in encoders for r in measure(e, 3 if quick else 9)]
+        rows = [r for e in encoders for r in measure(e, rounds)]
+        plan_rows = [r for r in rows if r["encoder"] == ENCODERS[0]]
+        for variant in ("baseline", "im", "one-stage"):
+            plan_rows += measure(ENCODERS[0], rounds, variant=variant)
     finally:
         torch.set_num_threads(threads)
-    return {"rows": rows, "batch": BATCH, "points": POINTS}
+    return {"rows": rows, "plan_rows": plan_rows, "batch": BATCH, "points": POINTS,
+            "plan": plan_floor(plan_rows, tiny_steps_per_epoch(), available_cores())}
 
 
 def report(res: dict) -> str:
-    return table([[r[c] for c in COLUMNS] for r in res["rows"]], COLUMNS)
+    plan = res["plan"]
+    return "\n".join([
+        table([[r[c] for c in COLUMNS] for r in res["rows"]], COLUMNS), "",
+        f"the README plan's phases ({ENCODERS[0]}):",
+        table([[r[c] for c in COLUMNS] for r in res["plan_rows"]], COLUMNS), "",
+        f"README plan ({PLAN_EPOCHS} epochs per stage, {PLAN_SEEDS} seeds, "
+        f"{plan['steps_per_epoch']} steps per epoch) on {plan['cores']} cores, training only: "
+        f"{plan['measured_steps_min']} min at the steps' measured times, "
+        f"{plan['floor_min']} min at their GEMM floor (perfect scaling: a lower bound)"])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.ablation_time import extrapolate, plan_epochs
-from benchmarks.step_flops import GemmRecorder, gemm_floor
+from benchmarks.step_flops import GemmRecorder, gemm_floor, plan_floor, tiny_steps_per_epoch
 
 
 def test_gemm_recorder_sees_every_product_of_a_training_step():
@@ -34,3 +34,16 @@ def test_readme_plan_extrapolation_counts_each_rows_epochs():
     out = extrapolate(costs, wall=50.0, variants=["baseline", "one-stage"], epochs=10, seeds=2)
     assert out["work_s"] == (10 * 1.0 + 5.0 + 20 * 3.0 + 7.0) * 2
     assert out["parallel"] == 2.0 and out["wall_s"] == out["work_s"] / 2
+
+
+def test_plan_floor_costs_every_row_of_the_readme_plan():
+    """30 epochs per stage x 5 seeds: baseline 30 + baseline-2x 60 epochs of the baseline step,
+    fm 30 of stage 1, im 30, mm-mixing 30 of stage 2, one-stage 60 of the joint step."""
+    floor_ms = {"baseline": 1.0, "stage1": 2.0, "im": 3.0, "stage2": 4.0, "joint": 5.0}
+    rows = [{"step": k, "gemm_floor_ms": v, "step_ms": 10 * v} for k, v in floor_ms.items()]
+    got = plan_floor(rows, steps_per_epoch=20, cores=2)
+    epochs = {"baseline": 90, "stage1": 30, "im": 30, "stage2": 30, "joint": 60}
+    seconds = sum(epochs[k] * 20 * 5 * v / 1e3 for k, v in floor_ms.items())
+    assert got["floor_min"] == round(seconds / 2 / 60, 1)
+    assert got["measured_steps_min"] == round(10 * seconds / 2 / 60, 1)
+    assert tiny_steps_per_epoch() == 20  # 16 classes x 40 train shapes / batch 32

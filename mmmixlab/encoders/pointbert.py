@@ -128,11 +128,12 @@ class PatchTokenizer(nn.Module):
 
 
 def _hand_backward(x: torch.Tensor) -> bool:
-    """The hand-written backward below, in training without autocast (it holds no autocast
-    rules), on any device."""
-    return (torch.is_grad_enabled() and x.requires_grad
+    """The hand-written backward below: on the CPU (where it was measured; on a GPU the plain
+    ops stay, as measured there, and no scatter-add meets ``enable_determinism``), in training,
+    without autocast (it holds no autocast rules)."""
+    return (x.device.type == "cpu" and torch.is_grad_enabled() and x.requires_grad
             and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled(x.device.type))
+            and not torch.is_autocast_enabled("cpu"))
 
 
 class _PoolBroadcastLinear(torch.autograd.Function):

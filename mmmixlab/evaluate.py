@@ -104,6 +104,19 @@ def probe_classifier(C: float = 1.0, max_iter: int = 2000, seed: int = 0):
                          LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
 
 
+def _one_thread():
+    """numpy's BLAS and scikit-learn's OpenMP pools limited to one thread while a probe fits.
+
+    The probe's matrices are small (~1,000 x 64): threads only add hand-offs, and beside
+    another run (``ablate --jobs``) or any other job they oversubscribe the cores, where
+    OpenMP's spinning made one 5-fold probe take 17-21 s instead of 1.4 s (measured on the
+    2-core AMD VM, ``benchmarks/RESULTS.md``). One thread also makes the probe's numbers
+    independent of the machine's core count."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
 def linear_probe(train_feats, train_labels, eval_sets: dict, max_iter: int = 2000,
                  C: float = 1.0, seed: int = 0) -> dict:
     """Fit one linear classifier on frozen train features; report the accuracy on each
@@ -114,7 +127,8 @@ def linear_probe(train_feats, train_labels, eval_sets: dict, max_iter: int = 200
     if x.ndim != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(f"train features {x.shape} and labels {y.shape} do not match")
     clf = probe_classifier(C, max_iter, seed)
-    clf.fit(x, y)
+    with _one_thread():
+        clf.fit(x, y)
     out = {}
     for name, (feats, labels) in eval_sets.items():
         feats = np.asarray(feats, dtype=np.float64)
@@ -141,7 +155,8 @@ def linear_probe_cv(feats, labels, folds: int = 5, max_iter: int = 2000, C: floa
         raise ValueError(f"cross-validated linear probe needs >= 2 samples per class, got "
                          f"{smallest}")
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    pred = cross_val_predict(probe_classifier(C, max_iter, seed), x, y, cv=cv)
+    with _one_thread():
+        pred = cross_val_predict(probe_classifier(C, max_iter, seed), x, y, cv=cv)
     return {"accuracy": float((pred == y).mean()), "folds": folds}
 
 

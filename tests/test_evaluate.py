@@ -137,3 +137,33 @@ def test_linear_probe_cv_matches_sklearn_cross_validation():
     assert out["accuracy"] == pytest.approx(scores.mean(), abs=0.02)
     with pytest.raises(ValueError, match="2 samples per class"):
         linear_probe_cv(feats[:4], np.array([0, 1, 2, 2]))
+
+
+def test_linear_probes_fit_on_one_thread(monkeypatch):
+    """numpy's BLAS and scikit-learn's OpenMP pools hold one thread while a probe fits (on more,
+    beside another run, OpenMP's spinning made a 5-fold probe 12x slower), and the limits are
+    lifted afterwards."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from threadpoolctl import threadpool_info
+
+    import mmmixlab.evaluate as ev
+
+    seen = []
+
+    class Recording(ClassifierMixin, BaseEstimator):
+        def fit(self, x, y):
+            seen.append(max(p["num_threads"] for p in threadpool_info()))
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict(self, x):
+            return np.full(len(x), self.classes_[0])
+
+    monkeypatch.setattr(ev, "probe_classifier", lambda *a, **k: Recording())
+    rng = np.random.default_rng(0)
+    feats, labels = rng.normal(size=(40, 4)), np.repeat([0, 1], 20)
+    before = max(p["num_threads"] for p in threadpool_info())
+    ev.linear_probe_cv(feats, labels, folds=2)
+    ev.linear_probe(feats, labels, {"test": (feats, labels)})
+    assert seen == [1, 1, 1]  # two folds, one plain fit
+    assert max(p["num_threads"] for p in threadpool_info()) == before

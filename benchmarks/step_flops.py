@@ -196,14 +196,14 @@ def run(device: torch.device, quick: bool = False) -> dict:
 
 def report(res: dict) -> str:
     plan = res["plan"]
+    summary = (f"README plan ({PLAN_EPOCHS} epochs per stage, {PLAN_SEEDS} seeds, "
+               f"{plan['steps_per_epoch']} steps per epoch) on {plan['cores']} cores, training "
+               f"only: {plan['measured_steps_min']} min at the steps' measured times, "
+               f"{plan['floor_min']} min at their GEMM floor (perfect scaling: a lower bound)")
     return "\n".join([
         table([[r[c] for c in COLUMNS] for r in res["rows"]], COLUMNS), "",
         f"the README plan's phases ({ENCODERS[0]}):",
-        table([[r[c] for c in COLUMNS] for r in res["plan_rows"]], COLUMNS), "",
-        f"README plan ({PLAN_EPOCHS} epochs per stage, {PLAN_SEEDS} seeds, "
-        f"{plan['steps_per_epoch']} steps per epoch) on {plan['cores']} cores, training only: "
-        f"{plan['measured_steps_min']} min at the steps' measured times, "
-        f"{plan['floor_min']} min at their GEMM floor (perfect scaling: a lower bound)"])
+        table([[r[c] for c in COLUMNS] for r in res["plan_rows"]], COLUMNS), "", summary])
 
 
 if __name__ == "__main__":

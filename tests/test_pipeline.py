@@ -385,7 +385,7 @@ def test_parallel_ablation_equals_sequential_at_the_same_thread_count(cache, tmp
 
 def test_run_pool_names_the_failed_run_and_refuses_bad_jobs(cache, tmp_path):
     from mmmixlab.run_pool import Task, resolve_jobs, run_tasks
-    from tests.helpers.pool import fail_on, read_file, square, write_after_pause
+    from tests.helpers.pool import fail_on, read_file, square, thread_counts, write_after_pause
 
     cfg = small_cfg(cache)
     world = pipeline.prepare_world(cfg, progress=False)
@@ -401,6 +401,10 @@ def test_run_pool_names_the_failed_run_and_refuses_bad_jobs(cache, tmp_path):
                              Task("r", read_file, {"path": flag}, after="w")], 2, cfg, world))
     assert waited == {"w": "written", "r": "a was here"}
     assert dict(run_tasks([Task("a", square, {"x": 4})], 1, cfg, world)) == {"a": 16}
+    # a worker's torch, BLAS and OpenMP pools all hold its share of the cores (one of two)
+    from mmmixlab.run_pool import available_cores
+    share = max(1, available_cores() // 2)
+    assert dict(run_tasks([Task("t", thread_counts, {})], 2, cfg, world)) == {"t": (share, share)}
     with pytest.raises(ValueError, match="waits for 'z', which is not in the plan"):
         list(run_tasks([Task("a", square, {"x": 1}, after="z")], 2, cfg, world))
     for bad in (-1, "two", 1.5):

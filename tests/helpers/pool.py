@@ -23,3 +23,12 @@ def read_file(world, path):
     from pathlib import Path
 
     return Path(path).read_text()  # FileNotFoundError when it ran before its writer finished
+
+
+def thread_counts(world):
+    """(torch's threads, the most threads any BLAS/OpenMP pool holds) in this process."""
+    import sklearn.linear_model  # noqa: F401  (its OpenMP and scipy's BLAS loaded, as in a probe)
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return torch.get_num_threads(), max(p["num_threads"] for p in threadpool_info())

@@ -62,7 +62,6 @@ def resolve_jobs(jobs, cfg, runs: int) -> int:
 
 
 _WORLD = None  # the world a worker process prepared once (loaded from the cache)
-_LIMITS = None  # the worker's thread-pool limits (threadpoolctl), held for its lifetime
 
 
 def _start_worker(base_json: str, threads: int) -> None:
@@ -75,12 +74,12 @@ def _start_worker(base_json: str, threads: int) -> None:
     from .config import RunConfig
     from .pipeline import prepare_world
 
-    global _WORLD, _LIMITS
+    global _WORLD
     torch.set_num_threads(threads)
     # numpy's and scipy's BLAS and scikit-learn's OpenMP too: at the machine's core count, two
-    # workers would oversubscribe the cores (held for the worker's life; threadpoolctl limits
-    # the libraries loaded so far, hence the import above)
-    _LIMITS = threadpool_limits(limits=threads)
+    # workers would oversubscribe the cores (the limits stay set for the worker's life;
+    # threadpoolctl limits the libraries loaded so far, hence the import above)
+    threadpool_limits(limits=threads)
     _WORLD = prepare_world(RunConfig.from_dict(json.loads(base_json)), progress=False)
 
 

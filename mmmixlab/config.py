@@ -143,6 +143,10 @@ class TrainConfig:
     checkpoint_every: int = 0     # steps; 0 = at the end of each epoch only
     eval_every: int = 0           # epochs; 0 = only at the end
     num_threads: int = 0          # torch CPU threads; 0 = leave torch's default
+    # on a CPU, glibc keeps freed memory for reuse instead of returning it to the OS and
+    # zero-filling it again on the next step (device.retain_freed_memory: 10-20% of a step,
+    # the same numbers); process-wide once set
+    retain_freed_memory: bool = True
     grad_cache_chunk: int = 0     # >0: gradient caching, encoder run in chunks of this size
     deterministic: bool = False   # deterministic kernels (slower on GPU; CPU is already)
     log_every: int = 1            # steps between log.jsonl lines (0 = epochs only)

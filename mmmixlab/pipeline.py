@@ -19,7 +19,7 @@ from .checkpoints import encoders_of_state, final_name, read_run_state, save_fin
 from .clip import FrozenCLIP, cached_features, load_frozen_clip, resolve_cache_dir
 from .config import RunConfig
 from .data import PROMPT_TEMPLATES, SynthConfig, build_world, display_name, load_triplets
-from .device import resolve_device
+from .device import resolve_device, retain_freed_memory
 from .evaluate import encode_points, linear_probe_cv, retrieval, zero_shot
 from .fileio import write_json
 from .streaming import StreamBatches, detect_data_format, open_shape_source
@@ -96,6 +96,8 @@ def prepare_world(cfg: RunConfig, progress: bool = True) -> World:
 
     t = time.perf_counter()
     device = resolve_device(cfg.train.device)
+    if cfg.train.retain_freed_memory and device.type == "cpu":
+        retain_freed_memory()  # the tiny CLIP's pre-training allocates like a training step
     clip = load_frozen_clip(cfg.clip, device=device, cache_dir=cache, train_set=splits["train"],
                             world_key=world_key, seed=cfg.data.synth_seed, progress=progress)
     seconds["clip"] = time.perf_counter() - t

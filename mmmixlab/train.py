@@ -58,7 +58,7 @@ from .checkpoints import (
     read_run_state,
 )
 from .config import RunConfig
-from .device import autocast_dtype, resolve_device
+from .device import autocast_dtype, resolve_device, retain_freed_memory
 from .encoders import create_point_encoder
 from .fileio import atomic_path
 from .losses import LogitScale
@@ -526,6 +526,8 @@ class Trainer(StepContext):
         tc = self.cfg.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
+        if tc.retain_freed_memory and self.device.type == "cpu":
+            retain_freed_memory()
         start = time.perf_counter()
         state = self._load() if resume else None
         global_step = state["global_step"] if state else 0
@@ -675,9 +677,9 @@ class Trainer(StepContext):
 
 # Settings that may change between a run and its resumption: where and how fast it runs, and
 # how often it writes, but nothing that changes the computation.
-RESUME_MAY_CHANGE = ("train.device", "train.num_threads", "train.checkpoint_every",
-                     "train.eval_every", "train.log_every", "data.num_workers",
-                     "data.prefetch_factor", "data.max_bad_share")
+RESUME_MAY_CHANGE = ("train.device", "train.num_threads", "train.retain_freed_memory",
+                     "train.checkpoint_every", "train.eval_every", "train.log_every",
+                     "data.num_workers", "data.prefetch_factor", "data.max_bad_share")
 # What only stage 2 reads (or names the run): an fm run and an mm-mixing run that agree on all
 # the rest share their stage 1 bit for bit
 STAGE2_ONLY = ("train.variant", "train.epochs_stage2", "train.stage1_checkpoint",

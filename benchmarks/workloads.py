@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from mmmixlab.batches import Batch, TripletBatches
 from mmmixlab.clip import TripletFeatures
 from mmmixlab.config import preset
+from mmmixlab.device import retain_freed_memory
 from mmmixlab.train import Trainer
 
 # encoder name -> (preset, feature width): the tiny CLIP's 64-d, OpenShape's 1280-d bigG.
@@ -53,12 +54,13 @@ class Workload:
 
 def make_workload(encoder: str, batch: int, num_points: int, device: torch.device,
                   seed: int = 0, amp: str = "off", variant: str = "mm-mixing",
-                  **mix_overrides) -> Workload:
+                  retain_memory: bool = True, **mix_overrides) -> Workload:
     """A Trainer (variant ``variant``) for ``encoder`` and one fixed batch on ``device``.
 
     ``mix_overrides`` set ``mix.*`` fields, e.g. ``mix_prob=0.0``, ``align_unmixed=False``.
     The trainer's seed is fixed, so two workloads built with the same arguments start from
-    identical encoder weights.
+    identical encoder weights. ``retain_memory``: on a CPU, glibc keeps freed memory as
+    ``Trainer.fit`` has it do (``train.retain_freed_memory``; process-wide once set).
     """
     preset_name, embed_dim = ENCODERS[encoder]
     updates = {"train.variant": variant, "train.encoder": encoder,
@@ -66,6 +68,8 @@ def make_workload(encoder: str, batch: int, num_points: int, device: torch.devic
                "train.seed": seed, "data.num_points": num_points, "train.warmup_steps": 0}
     updates.update({f"mix.{k}": v for k, v in mix_overrides.items()})
     cfg = preset(preset_name).replace(**updates)
+    if retain_memory and device.type == "cpu":
+        retain_freed_memory()  # as Trainer.fit does: steps are timed as a run has them
     batches = random_batches(batch, num_points, embed_dim, seed=seed)
     trainer = Trainer(cfg, batches, embed_dim=embed_dim, progress=False)
     b = batches.make_batch(torch.arange(batch), torch.Generator().manual_seed(seed + 1))

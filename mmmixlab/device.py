@@ -79,17 +79,17 @@ def retain_freed_memory() -> bool:
     Why: by default glibc serves every allocation above its mmap threshold (at most 32 MB) with
     a fresh ``mmap`` and returns it on ``free``, and trims the heap's free top; each new page
     is then zero-filled by the kernel on first touch. A CPU training step allocates and frees
-    the same large activations every step (a ``pointbert-tiny`` step at 32 clouds: 6,000-
-    25,000 such page faults, 20-70 ms of system time), so the kernel re-zeroes the same memory
+    the same large activations every step (a ``pointbert-tiny`` step at 32 clouds: 8,000-
+    28,000 such page faults, 20-80 ms of system time), so the kernel re-zeroes the same memory
     step after step. With mmap off (``M_MMAP_MAX=0``) and a 1 GiB trim threshold, freed blocks
     stay in the heap and the next step reuses them: 10-20% off a step
     (``benchmarks/RESULTS.md``). The arithmetic is untouched, so the numbers are bit for bit
     the same. The cost: a process keeps up to its peak heap (plus 1 GiB of free top) until
     it exits, as a long training process does anyway.
 
-    Process-wide and idempotent; called by the trainer, the world preparation and the tiny
-    CLIP pre-training on a CPU when ``train.retain_freed_memory`` is on (the default). A no-op
-    (returns False) off Linux/glibc."""
+    Process-wide and idempotent; called by ``Trainer.fit`` and ``pipeline.prepare_world``
+    (which pre-trains the tiny CLIP) on a CPU when ``train.retain_freed_memory`` is on (the
+    default). A no-op (returns False) off Linux/glibc."""
     global _retaining
     if _retaining:
         return True

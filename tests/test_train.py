@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mmmixlab.batches import TripletBatches
+from mmmixlab.device import _glibc
 from mmmixlab.train import Trainer, plan_phases
 from tests.helpers.toy import toy_batches, toy_cfg
 
@@ -277,8 +278,7 @@ print(hashlib.sha1(grads.numpy().tobytes()).hexdigest(), sum(faults[6:]))
 """
 
 
-@pytest.mark.skipif(not __import__("mmmixlab.device", fromlist=["_glibc"])._glibc(),
-                    reason="glibc's mallopt only")
+@pytest.mark.skipif(not _glibc(), reason="glibc's mallopt only")
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     """Encoder steps after the first six: with retain_freed_memory, glibc hands the freed
     activations back to the next step (no page faults); by default it unmaps or trims them and

@@ -68,8 +68,8 @@ def make_workload(encoder: str, batch: int, num_points: int, device: torch.devic
                "train.seed": seed, "data.num_points": num_points, "train.warmup_steps": 0}
     updates.update({f"mix.{k}": v for k, v in mix_overrides.items()})
     cfg = preset(preset_name).replace(**updates)
-    if retain_memory and device.type == "cpu":
-        retain_freed_memory()  # as Trainer.fit does: steps are timed as a run has them
+    if retain_memory:
+        retain_freed_memory(device)  # as Trainer.fit does: steps are timed as a run has them
     batches = random_batches(batch, num_points, embed_dim, seed=seed)
     trainer = Trainer(cfg, batches, embed_dim=embed_dim, progress=False)
     b = batches.make_batch(torch.arange(batch), torch.Generator().manual_seed(seed + 1))

@@ -73,7 +73,7 @@ def _glibc() -> bool:
         return False
 
 
-def retain_freed_memory() -> bool:
+def retain_freed_memory(device: Optional[torch.device] = None) -> bool:
     """Have glibc's malloc keep freed memory for reuse instead of handing it back to the OS.
 
     Why: by default glibc serves every allocation above its mmap threshold (at most 32 MB) with
@@ -89,8 +89,11 @@ def retain_freed_memory() -> bool:
 
     Process-wide and idempotent; called by ``Trainer.fit`` and ``pipeline.prepare_world``
     (which pre-trains the tiny CLIP) on a CPU when ``train.retain_freed_memory`` is on (the
-    default). A no-op (returns False) off Linux/glibc."""
+    default). A no-op (returns False) for a ``device`` other than the CPU (None: the CPU) and
+    off Linux/glibc."""
     global _retaining
+    if device is not None and torch.device(device).type != "cpu":
+        return False
     if _retaining:
         return True
     if not sys.platform.startswith("linux") or not _glibc():

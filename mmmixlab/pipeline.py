@@ -96,8 +96,8 @@ def prepare_world(cfg: RunConfig, progress: bool = True) -> World:
 
     t = time.perf_counter()
     device = resolve_device(cfg.train.device)
-    if cfg.train.retain_freed_memory and device.type == "cpu":
-        retain_freed_memory()  # the tiny CLIP's pre-training allocates like a training step
+    if cfg.train.retain_freed_memory:
+        retain_freed_memory(device)  # the tiny CLIP's pre-training allocates like a training step
     clip = load_frozen_clip(cfg.clip, device=device, cache_dir=cache, train_set=splits["train"],
                             world_key=world_key, seed=cfg.data.synth_seed, progress=progress)
     seconds["clip"] = time.perf_counter() - t

@@ -526,8 +526,8 @@ class Trainer(StepContext):
         tc = self.cfg.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
-        if tc.retain_freed_memory and self.device.type == "cpu":
-            retain_freed_memory()
+        if tc.retain_freed_memory:
+            retain_freed_memory(self.device)
         start = time.perf_counter()
         state = self._load() if resume else None
         global_step = state["global_step"] if state else 0

@@ -303,7 +303,7 @@ def test_trainer_retains_freed_memory_on_a_cpu_when_asked(monkeypatch, retain):
     from mmmixlab import train
 
     calls = []
-    monkeypatch.setattr(train, "retain_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(train, "retain_freed_memory", lambda device: calls.append(1) or True)
     Trainer(toy_cfg("baseline", **{"train.retain_freed_memory": retain}), toy_batches(),
             embed_dim=16, progress=False).fit()
     assert calls == ([1] if retain else [])

@@ -221,3 +221,42 @@ def test_narrow_input_linear_is_a_drop_in_linear():
     narrow32 = NarrowInputLinear(6, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert "NarrowInputLinear" not in type(narrow32(x.float()).grad_fn).__name__
+
+
+def test_max_pool_without_autograd_gives_the_same_bits():
+    """``max_pool`` takes ``amax`` when nothing records a gradient: the same values, bit for bit
+    (ties from duplicated rows, signed zeros, infinities), and ``max`` with its lowest-index
+    tie rule when autograd records: the gradient of a tie goes to its first row only."""
+    from mmmixlab.encoders.common import max_pool
+
+    torch.manual_seed(3)
+    x = torch.randn(64, 32, 24)
+    x[:, 7] = x[:, 2]                     # exact ties, as ball-query padding makes
+    x[0, :, 0] = 0.0
+    x[0, 5, 0] = -0.0                     # a signed-zero tie
+    x[1, 3, 1] = float("inf")
+    x[2, :, 2] = float("-inf")
+    ref = x.max(dim=1, keepdim=True).values
+    with torch.no_grad():
+        got = max_pool(x, dim=1, keepdim=True)
+    assert torch.equal(got.view(torch.int32), ref.view(torch.int32))
+    assert torch.equal(max_pool(x, dim=1).view(torch.int32), ref.squeeze(1).view(torch.int32))
+
+    t = torch.tensor([[[1.0], [3.0], [3.0], [2.0]]], requires_grad=True)
+    max_pool(t, dim=1).sum().backward()
+    assert t.grad.view(-1).tolist() == [0.0, 1.0, 0.0, 0.0]  # amax would give 0.5 and 0.5
+
+
+@pytest.mark.parametrize("name", ["pointbert-tiny", "pointnet"])
+def test_encoder_features_without_autograd_equal_training_forward(name):
+    """The no-grad forward (frozen targets, evaluation) pools with ``amax``, the recording
+    forward with ``max``: the features are the same bits, on clouds with duplicate points."""
+    torch.manual_seed(4)
+    enc = create_point_encoder(name, out_dim=24, in_channels=6, **SMALL[name]).eval()
+    x = _clouds(3, 512, 6, seed=5)
+    x[:, 256:] = x[:, :256]               # every point twice: tied patch rows everywhere
+    recorded = enc(x)
+    assert recorded.requires_grad
+    with torch.no_grad():
+        plain = enc(x)
+    assert torch.equal(plain.view(torch.int32), recorded.detach().view(torch.int32))

@@ -43,6 +43,7 @@ from .common import (
     check_in_channels,
     check_positive,
     init_weights,
+    max_pool,
 )
 
 
@@ -123,7 +124,7 @@ class PatchTokenizer(nn.Module):
         a = self.second[1:3](h.view(b * g * k, -1))
         # max_k(W a_k + b) = max_k(W a_k) + b: the bias once per patch, not copied into every
         # point's row (rounding is monotonic, so the values are the same)
-        tokens = F.linear(a, last.weight).view(b * g, k, -1).max(dim=1).values + last.bias
+        tokens = max_pool(F.linear(a, last.weight).view(b * g, k, -1), dim=1) + last.bias
         return self.project(tokens).view(b, g, -1)
 
 
@@ -149,7 +150,7 @@ class _PoolBroadcastLinear(torch.autograd.Function):
     def plain(f, weight, bias, pooled=None):
         """The forward in differentiable torch ops."""
         mid = f.shape[-1]
-        pooled = f.max(dim=1, keepdim=True).values if pooled is None else pooled
+        pooled = max_pool(f, dim=1, keepdim=True) if pooled is None else pooled
         return F.linear(f, weight[:, mid:]) + F.linear(pooled, weight[:, :mid], bias)
 
     @staticmethod
@@ -237,5 +238,5 @@ class PointBERT(nn.Module):
         pos = torch.cat([self.cls_pos.expand(b, -1, -1), self.pos_embed(centers)], dim=1)
         for block in self.blocks:
             x = block(x + pos)  # position re-added at every block, as in Point-BERT
-        feat = torch.cat([x[:, 0], x[:, 1:].max(dim=1).values], dim=-1)
+        feat = torch.cat([x[:, 0], max_pool(x[:, 1:], dim=1)], dim=-1)
         return self.head(self.head_norm(feat))

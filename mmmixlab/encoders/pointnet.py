@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .common import check_encoder_input, check_in_channels, check_positive
+from .common import check_encoder_input, check_in_channels, check_positive, max_pool
 
 
 @dataclass
@@ -72,4 +72,4 @@ class PointNet(nn.Module):
         check_encoder_input(points, self.config.in_channels)
         b, n, c = points.shape
         f = self.point_mlp(points.reshape(b * n, c)).view(b, n, -1)
-        return self.head(f.max(dim=1).values)
+        return self.head(max_pool(f, dim=1))

@@ -260,3 +260,50 @@ def test_encoder_features_without_autograd_equal_training_forward(name):
     with torch.no_grad():
         plain = enc(x)
     assert torch.equal(plain.view(torch.int32), recorded.detach().view(torch.int32))
+
+
+def test_max_pool_under_autograd_gives_torch_max_gradients():
+    """The recording path (the compiled pool over dim 1) has torch.max's values and gradients
+    bit for bit on tied rows, and is twice differentiable like it (gradcheck, float64)."""
+    from mmmixlab.encoders.common import max_pool
+
+    torch.manual_seed(6)
+    x = torch.randn(50, 16, 12)
+    x[:, 11] = x[:, 3]
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    g = torch.randn(50, 1, 12)
+    va, vb = max_pool(a, dim=1, keepdim=True), b.max(dim=1, keepdim=True).values
+    assert "MaxOverRows" in type(max_pool(a, dim=1).grad_fn).__name__
+    assert torch.equal(va.detach().view(torch.int32), vb.detach().view(torch.int32))
+    va.backward(g)
+    vb.backward(g)
+    assert torch.equal(a.grad.view(torch.int32), b.grad.view(torch.int32))
+    xd = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: max_pool(t, dim=1), (xd,))
+    assert torch.autograd.gradgradcheck(lambda t: max_pool(t, dim=1).square(), (xd,))
+
+
+def test_compiled_pools_train_the_same_bits_as_torch_max(monkeypatch):
+    """A Point-BERT training pass through the compiled pools gives torch.max's features and
+    parameter gradients bit for bit (clouds with duplicate points: tied patch rows)."""
+    from mmmixlab import ops
+    from mmmixlab.encoders import common, pointbert
+
+    x = _clouds(3, 512, 6, seed=8)
+    x[:, 300:] = x[:, :212]
+
+    def features_and_grads():
+        torch.manual_seed(9)
+        enc = create_point_encoder("pointbert-tiny", out_dim=24, in_channels=6,
+                                   **SMALL["pointbert-tiny"])
+        out = enc(x)
+        out.square().sum().backward()
+        return [out.detach()] + [p.grad for p in enc.parameters()]
+
+    compiled = features_and_grads()
+    monkeypatch.setattr(ops, "max_over_rows", ops.max_over_rows_reference)
+    monkeypatch.setattr(pointbert, "max_pool", lambda t, dim, keepdim=False:
+                        t.max(dim=dim, keepdim=keepdim).values)
+    plain = features_and_grads()
+    assert all(torch.equal(a.view(torch.int32), b.view(torch.int32))
+               for a, b in zip(compiled, plain))

@@ -435,3 +435,41 @@ def test_fps_in_a_forked_child_after_the_parent_started_its_helper_threads():
         os._exit(0 if ok else 3)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _bits(t):
+    return t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_over_rows_equals_torch_max(dtype):
+    """The compiled max-pool: torch.max(x, dim=1)'s values bit for bit and its indices, on
+    ties (duplicated rows, whole columns equal), signed zeros, infinities and NaN (the first
+    NaN wins), for contiguous and strided inputs."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(300, 33, 20, generator=g, dtype=dtype)
+    x[:, 9] = x[:, 4]
+    x[0, :, 0] = 1.5                       # every row tied
+    x[1, :, 1] = 0.0
+    x[1, 3, 1] = -0.0
+    x[2, 5, 2] = float("inf")
+    x[3, :, 3] = float("-inf")
+    x[4, 6, 4], x[4, 11, 4] = float("nan"), float("nan")
+    x[5, 0, 5] = float("nan")
+    for inp in (x, x.transpose(0, 2)[:7].transpose(0, 2), x[:, :1]):
+        values, indices = ops.max_over_rows(inp)
+        ref_v, ref_i = ops.max_over_rows_reference(inp)
+        assert values.dtype == dtype and indices.dtype == torch.int64
+        assert torch.equal(_bits(values), _bits(ref_v)) and torch.equal(indices, ref_i)
+    assert ops.max_over_rows(x)[1][4, 4] == 6 and ops.max_over_rows(x)[1][0, 0] == 0
+
+
+def test_max_over_rows_input_errors_and_fallback():
+    with pytest.raises(ValueError, match=r"\(P, k, C\)"):
+        ops.max_over_rows(torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="k >= 1"):
+        ops.max_over_rows(torch.zeros(4, 0, 3))
+    v, i = ops.max_over_rows(torch.zeros(0, 4, 3))
+    assert v.shape == (0, 3) and i.shape == (0, 3)
+    x = torch.randn(8, 5, 3, dtype=torch.bfloat16)  # torch's own kernel
+    assert torch.equal(ops.max_over_rows(x)[0], x.max(dim=1).values)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
 from ..checks import check_points
 
 C = TypeVar("C")
@@ -50,18 +51,39 @@ def check_encoder_input(points: torch.Tensor, in_channels: int, min_points: int 
                          f"got {points.shape[1]} (shape {tuple(points.shape)})")
 
 
-def max_pool(x: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
-    """Max over ``dim`` (values only), the same values whichever way it is computed.
+class _MaxOverRows(torch.autograd.Function):
+    """``x.max(dim=1).values`` of a (P, k, C) tensor through :func:`mmmixlab.ops.max_over_rows`,
+    with autograd's own backward for it: the gradient scattered into zeros at the indices."""
 
-    With autograd recording through ``x``, ``max`` with indices: its gradient goes to the
-    lowest index of a tie (ball query pads a patch with copies of a point, so ties are
-    common), which the trained numbers rely on. Without (stage 2's frozen targets,
-    evaluation, feature extraction), ``amax``: no indices, about 9x faster on the CPU at the
-    tokenizer's (4096, 32, 32) pooling (``benchmarks/RESULTS.md``). A maximum is exact, so
-    the values are the same bits (``tests/test_encoders.py``)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return x.max(dim=dim, keepdim=keepdim).values
-    return x.amax(dim=dim, keepdim=keepdim)
+    @staticmethod
+    def forward(ctx, x):
+        values, indices = ops.max_over_rows(x)
+        ctx.save_for_backward(indices)
+        ctx.shape = x.shape
+        return values
+
+    @staticmethod
+    def backward(ctx, grad):
+        (indices,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.shape).scatter(1, indices.unsqueeze(1), grad.unsqueeze(1))
+
+
+def max_pool(x: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+    """Max over ``dim`` (values only), the same values and gradients whichever way it runs.
+
+    With autograd recording through ``x``, a maximum with indices: the gradient of a tie goes
+    to its lowest index (ball query pads a patch with copies of a point, so ties are common),
+    as ``torch.max`` has it; over dim 1 of a (P, k, C) tensor through the compiled
+    :func:`mmmixlab.ops.max_over_rows`, elsewhere ``torch.max`` itself. Without (stage 2's
+    frozen targets, evaluation, feature extraction), ``amax``: no indices, ~9x faster than
+    ``torch.max`` at the tokenizer's (4096, 32, 32) on the CPU. A maximum is exact, so the
+    values are the same bits (``tests/test_encoders.py``)."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.amax(dim=dim, keepdim=keepdim)
+    if x.dim() == 3 and dim in (1, -2):
+        values = _MaxOverRows.apply(x)
+        return values.unsqueeze(1) if keepdim else values
+    return x.max(dim=dim, keepdim=keepdim).values
 
 
 def init_weights(module: nn.Module) -> None:

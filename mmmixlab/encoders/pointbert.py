@@ -155,7 +155,7 @@ class _PoolBroadcastLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f, weight, bias):
-        pooled, arg = f.max(dim=1, keepdim=True)                       # (P, 1, mid)
+        pooled, arg = (t.unsqueeze(1) for t in ops.max_over_rows(f))   # (P, 1, mid)
         ctx.save_for_backward(f, pooled, arg, weight)
         return _PoolBroadcastLinear.plain(f, weight, bias, pooled)
 

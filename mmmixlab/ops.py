@@ -892,10 +892,10 @@ def max_over_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`max_over_rows_reference`, the same values bit for bit and the same indices: the
     max-pool over a patch's points (``x`` (P, k, C), no gradient).
 
-    On CPU float32/float64 with numba, a compiled scan (~3x torch's max-with-indices over a
-    middle dimension at the tokenizer's (4096, 32, 32): 2.8 vs 8.6 ms on one core, and
-    ``tests/test_ops.py`` holds them equal on ties, signed zeros, infinities and NaN);
-    elsewhere torch's own kernel."""
+    On CPU float32/float64 with numba, a compiled scan: ~2.8x torch's max-with-indices over a
+    middle dimension at the tokenizer's (4096, 32, 32), 3.4 vs 9.9 ms on one core
+    (``benchmarks/pooling.py``); ``tests/test_ops.py`` holds them equal on ties, signed zeros,
+    infinities and NaN. Elsewhere torch's own kernel."""
     if x.dim() != 3 or x.shape[1] == 0:
         raise ValueError(f"x must have shape (P, k, C) with k >= 1, got {tuple(x.shape)}")
     if not (HAVE_NUMBA and x.is_cpu and x.dtype in _FAST_DTYPES and x.numel()):

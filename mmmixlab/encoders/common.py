@@ -73,14 +73,15 @@ def max_pool(x: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
 
     With autograd recording through ``x``, a maximum with indices: the gradient of a tie goes
     to its lowest index (ball query pads a patch with copies of a point, so ties are common),
-    as ``torch.max`` has it; over dim 1 of a (P, k, C) tensor through the compiled
-    :func:`mmmixlab.ops.max_over_rows`, elsewhere ``torch.max`` itself. Without (stage 2's
-    frozen targets, evaluation, feature extraction), ``amax``: no indices, ~9x faster than
-    ``torch.max`` at the tokenizer's (4096, 32, 32) on the CPU. A maximum is exact, so the
-    values are the same bits (``tests/test_encoders.py``)."""
+    as ``torch.max`` has it; over dim 1 of a (P, k, C) CPU tensor through the compiled
+    :func:`mmmixlab.ops.max_over_rows` (~2.8x faster), elsewhere ``torch.max`` itself.
+    Without (stage 2's frozen targets, evaluation, feature extraction), ``amax``: no
+    indices, ~7x faster than ``torch.max`` at the tokenizer's (4096, 32, 32) on the CPU
+    (``benchmarks/pooling.py``). A maximum is exact, so the values are the same bits
+    (``tests/test_encoders.py``)."""
     if not (torch.is_grad_enabled() and x.requires_grad):
         return x.amax(dim=dim, keepdim=keepdim)
-    if x.dim() == 3 and dim in (1, -2):
+    if x.is_cpu and x.dim() == 3 and dim in (1, -2):
         values = _MaxOverRows.apply(x)
         return values.unsqueeze(1) if keepdim else values
     return x.max(dim=dim, keepdim=keepdim).values

@@ -98,3 +98,26 @@ def test_tiny_clip_pretraining_depends_on_its_seed_only():
                                       cfg, seed=0, progress=False)
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+def test_training_only_the_used_token_rows_gives_the_full_tables_weights_bit_for_bit():
+    # _UsedTokenRows trains the embedding rows the texts use and decays the rest step by step
+    # afterwards; every weight, used rows and unused ones, must equal the full-table run's
+    from mmmixlab.clip import pretrain_tiny_clip
+    cfg = ClipConfig(tiny_steps=6, tiny_batch_size=4, tiny_lr=5e-2)
+    data = triplets(n=8, captions=(("a red chair with four legs",), ("a tall blue cup",)))
+    states = []
+    for used_only in (True, False):
+        model, _ = pretrain_tiny_clip(data, cfg, seed=0, progress=False,
+                                      used_token_rows=used_only)
+        states.append(model.state_dict())
+    assert states[0].keys() == states[1].keys()
+    emb = "token_embedding.weight"
+    assert states[0][emb].shape == (49408, cfg.tiny_width)
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+    # and the run trained something, and decayed the rows no text uses
+    torch.manual_seed(0)  # as pretrain_tiny_clip builds its model: the initial weights
+    init = _tiny_model(cfg, image_size=32)[0].state_dict()[emb]
+    changed = (states[0][emb] != init).all(dim=1)
+    assert changed.float().mean() > 0.99

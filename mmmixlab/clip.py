@@ -20,9 +20,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def resolve_cache_dir(cache_dir: Optional[str] = None) -> Path:
+def resolve_cache_dir(cache_dir: str | None = None) -> Path:
     """``cache_dir``, else ``$MMMIXLAB_CACHE``, else ``~/.cache/mmmixlab``."""
     path = cache_dir or os.environ.get("MMMIXLAB_CACHE") or Path.home() / ".cache" / "mmmixlab"
     path = Path(path).expanduser()
@@ -251,7 +251,7 @@ def pretrain_tiny_clip(train_set, cfg: ClipConfig, seed: int = 0, device="cpu",
 
 
 def load_frozen_clip(cfg: ClipConfig, device="cpu", cache_dir=None, train_set=None,
-                     world_key: Optional[str] = None, seed: int = 0,
+                     world_key: str | None = None, seed: int = 0,
                      progress: bool = True) -> FrozenCLIP:
     """The frozen FM-encoders named by ``cfg``.
 

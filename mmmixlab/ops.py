@@ -895,9 +895,18 @@ def max_over_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     On CPU float32/float64 with numba, a compiled scan: ~2.8x torch's max-with-indices over a
     middle dimension at the tokenizer's (4096, 32, 32), 3.4 vs 9.9 ms on one core
     (``benchmarks/pooling.py``); ``tests/test_ops.py`` holds them equal on ties, signed zeros,
-    infinities and NaN. Elsewhere torch's own kernel."""
+    infinities and NaN. On CPU bfloat16 (a CPU autocast step) the same scan over the values
+    widened to float32, which is exact both ways, so values and indices are still torch's;
+    torch's own bf16 kernel is ~2x slower than the widening plus the scan. Elsewhere torch's
+    own kernel."""
     if x.dim() != 3 or x.shape[1] == 0:
         raise ValueError(f"x must have shape (P, k, C) with k >= 1, got {tuple(x.shape)}")
+    if HAVE_NUMBA and x.is_cpu and x.dtype == torch.bfloat16 and x.numel():
+        indices = max_over_rows(x.detach().float())[1]
+        # the values read back at the indices as raw bits: a NaN keeps its payload (a round
+        # trip through float32, or torch's bf16 gather, returns another NaN)
+        bits = x.detach().view(torch.int16).gather(1, indices.unsqueeze(1)).squeeze(1)
+        return bits.view(torch.bfloat16), indices
     if not (HAVE_NUMBA and x.is_cpu and x.dtype in _FAST_DTYPES and x.numel()):
         return max_over_rows_reference(x)
     src = x.detach().contiguous()

@@ -307,3 +307,45 @@ def test_compiled_pools_train_the_same_bits_as_torch_max(monkeypatch):
     plain = features_and_grads()
     assert all(torch.equal(a.view(torch.int32), b.view(torch.int32))
                for a, b in zip(compiled, plain))
+
+
+def test_attention_runs_in_float32_under_cpu_autocast():
+    """``attention`` is SDPA as called, except under CPU autocast: there the attention itself
+    runs in float32 on the widened inputs (torch's bf16 CPU flash-attention backward is ~6x
+    slower), and gradients reach the bf16 inputs."""
+    from mmmixlab.encoders.common import attention
+
+    q, k, v = torch.randn(3, 2, 4, 9, 8).unbind(0)
+    assert torch.equal(attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+    qb, kb, vb = (t.to(torch.bfloat16).requires_grad_() for t in (q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(qb, kb, vb)
+        assert F.scaled_dot_product_attention(qb, kb, vb).dtype == torch.bfloat16
+    assert out.dtype == torch.float32
+    ref = F.scaled_dot_product_attention(qb.float(), kb.float(), vb.float())
+    assert torch.equal(out, ref)
+    out.sum().backward()
+    assert qb.grad.dtype == torch.bfloat16 and qb.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["pointbert-tiny", "openshape-pointbert-tiny"])
+def test_transformer_encoders_attend_through_the_shared_helper(name, monkeypatch):
+    """Every transformer block calls ``common.attention`` (so CPU autocast keeps attention in
+    float32); a block calling SDPA directly would not be counted."""
+    import mmmixlab.encoders.openshape_pointbert as osp
+    import mmmixlab.encoders.pointbert as pb
+    from mmmixlab.encoders.common import attention
+
+    calls = []
+
+    def counted(q, k, v):
+        calls.append(q.shape)
+        return attention(q, k, v)
+
+    module = pb if name == "pointbert-tiny" else osp
+    monkeypatch.setattr(module, "attention", counted)
+    enc = create_point_encoder(name, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = enc(torch.rand(2, 1024, 6) * 2 - 1)
+    depth = len(enc.blocks) if name == "pointbert-tiny" else len(enc.ppat.transformer.layers)
+    assert len(calls) == depth >= 1 and torch.isfinite(feats.float()).all()

@@ -438,14 +438,16 @@ def test_fps_in_a_forked_child_after_the_parent_started_its_helper_threads():
 
 
 def _bits(t):
-    return t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+    return t.view({torch.float64: torch.int64, torch.bfloat16: torch.int16}.get(t.dtype,
+                                                                              torch.int32))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_max_over_rows_equals_torch_max(dtype):
     """The compiled max-pool: torch.max(x, dim=1)'s values bit for bit and its indices, on
     ties (duplicated rows, whole columns equal), signed zeros, infinities and NaN (the first
-    NaN wins), for contiguous and strided inputs."""
+    NaN wins), for contiguous and strided inputs; bf16 (a CPU autocast step) through its
+    float32 widening."""
     g = torch.Generator().manual_seed(7)
     x = torch.randn(300, 33, 20, generator=g, dtype=dtype)
     x[:, 9] = x[:, 4]
@@ -471,5 +473,5 @@ def test_max_over_rows_input_errors_and_fallback():
         ops.max_over_rows(torch.zeros(4, 0, 3))
     v, i = ops.max_over_rows(torch.zeros(0, 4, 3))
     assert v.shape == (0, 3) and i.shape == (0, 3)
-    x = torch.randn(8, 5, 3, dtype=torch.bfloat16)  # torch's own kernel
+    x = torch.randn(8, 5, 3, dtype=torch.float16)  # torch's own kernel
     assert torch.equal(ops.max_over_rows(x)[0], x.max(dim=1).values)

@@ -87,6 +87,22 @@ def max_pool(x: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
     return x.max(dim=dim, keepdim=keepdim).values
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` (``F.scaled_dot_product_attention``), with one exception:
+    under CPU autocast the attention itself runs in float32 (its inputs cast up, the output
+    left float32 for the next layer's autocast to cast down).
+
+    Why: CPU autocast runs SDPA in bf16, and torch's CPU flash-attention backward in bf16 was
+    6x its float32 time at the tiny presets' shapes (64 x 4 heads x 65 tokens x 32: 22.9 vs
+    3.5 ms a call, one Sapphire Rapids core, ``benchmarks/RESULTS.md``); it made a bf16
+    ``pointbert-tiny`` step slower than float32. The projections around it keep bf16. Without
+    autocast, or on another device, it is SDPA as called."""
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 def init_weights(module: nn.Module) -> None:
     """Transformer-style init (truncated normal, std 0.02; zero biases), used by Point-BERT.
 

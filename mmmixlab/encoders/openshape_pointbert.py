@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .common import check_encoder_input, check_in_channels, check_positive
+from .common import attention, check_encoder_input, check_in_channels, check_positive
 
 __all__ = ["OpenShapePointBERT", "OpenShapePointBERTConfig", "SIZES", "TINY"]
 
@@ -192,7 +192,7 @@ class _Attention(nn.Module):
         b, t, _ = x.shape
         q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2)
                    for z in self.to_qkv(x).chunk(3, dim=-1))
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(dim_head)) v
+        out = attention(q, k, v)  # softmax(q k^T / sqrt(dim_head)) v
         return self.to_out(out.transpose(1, 2).reshape(b, t, -1))
 
 

@@ -39,6 +39,7 @@ from torch import nn
 from .. import ops
 from .common import (
     NarrowInputLinear,
+    attention,
     check_encoder_input,
     check_in_channels,
     check_positive,
@@ -188,7 +189,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)  # (B, heads, T, d/heads)
+        attn = attention(q, k, v)  # (B, heads, T, d/heads)
         x = x + self.proj(attn.transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.norm2(x))
 

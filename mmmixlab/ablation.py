@@ -158,6 +158,13 @@ def protocol_line(protocol: dict) -> str:
             f"encoder {protocol['encoder']}, batch {protocol['batch_size']}.{table5}{sweeps}")
 
 
+# An epoch's cost by phase relative to a baseline epoch, only to start a plan's longest runs
+# first (run_pool.longest_chain_first): encoder passes per step (B on mixed and unmixed
+# clouds, A's no-grad targets), as measured per epoch on one thread beside another run
+# (benchmarks/RESULTS.md: 3.47 / 3.94 / 7.28 / 8.04 / 10.21 s on the Zen 3 VM).
+EPOCH_COST = {"baseline": 1.0, "stage1": 1.1, "im": 2.1, "stage2": 2.3, "joint": 2.9}
+
+
 def estimate_seconds(base: RunConfig, world, rows, seeds, jobs: int = 1) -> float:
     """Seconds the plan should take, from one measured step of each phase it uses, at the
     thread count each of ``jobs`` parallel runs gets (runs spread evenly over the jobs)."""
@@ -378,13 +385,18 @@ def ablate(base: RunConfig, variants: Sequence[str], seeds: Sequence[int], out_d
                 cfg = cfg.replace(**{"mix.modalities": mods})
             fm_folder = out_dir / f"{_slug(fm_label)}-seed{seed}" if fm_label else None
             row_seed[f"{label} seed {seed}"] = (label, seed)
+            phases = plan_phases(variant, cfg.train.epochs_stage1, cfg.train.epochs_stage2,
+                                 cfg.train.budget)
+            if fm_label:  # stage 1 is the fm run's
+                phases = [p for p in phases if p.name != "stage1"]
             tasks.append(Task(
                 f"{label} seed {seed}", _ablation_run,
                 {"cfg": cfg.to_dict(), "folder": out_dir / f"{_slug(label)}-seed{seed}",
                  "progress": progress and jobs == 1, "quality": quality,
                  "fm_folder": fm_folder,
                  "mm_folder": out_dir / f"{_slug(mm_label)}-seed{seed}" if mm_label else None},
-                after=f"{fm_label} seed {seed}" if fm_label else None))
+                after=f"{fm_label} seed {seed}" if fm_label else None,
+                cost=sum(EPOCH_COST[p.name] * p.epochs for p in phases)))
     by_key = {}
     for key, metrics in run_tasks(tasks, jobs, base, world):
         by_key[key] = headline(metrics)

@@ -12,7 +12,10 @@ worker as in the calling process (tested).
 
 ``run_tasks`` takes :class:`Task` s whose ``after`` names a task that must finish first (an
 ``mm-mixing`` run continues its seed's ``fm`` run) and yields ``(key, result)`` as each one
-finishes. With ``jobs=1`` everything runs in the calling process, in order, as before.
+finishes. With ``jobs=1`` everything runs in the calling process, in order, as before. With
+more, the longest chains start first (:func:`longest_chain_first`, from each task's ``cost``):
+a plan's last runs are then its short ones, and a core idles at the end for at most one of
+those instead of a long run started last.
 """
 
 from __future__ import annotations
@@ -23,17 +26,44 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-__all__ = ["Task", "available_cores", "resolve_jobs", "run_tasks"]
+__all__ = ["Task", "available_cores", "longest_chain_first", "resolve_jobs", "run_tasks"]
 
 
 @dataclass
 class Task:
-    """``fn(world, **kwargs)`` under ``key``; ``after``: the key of a task to wait for."""
+    """``fn(world, **kwargs)`` under ``key``; ``after``: the key of a task to wait for;
+    ``cost``: its expected run time in any unit shared by the tasks (0: unknown), which only
+    orders the start of the tasks (:func:`longest_chain_first`)."""
 
     key: str
     fn: Callable
     kwargs: dict = field(default_factory=dict)
     after: Optional[str] = None
+    cost: float = 0.0
+
+
+def longest_chain_first(tasks: list) -> list:
+    """``tasks`` ordered by the cost of the longest chain each one starts (its own cost plus
+    that of the tasks waiting for it, transitively), longest first; ties keep their order.
+
+    List scheduling by critical path: on ``jobs`` workers a plan then ends with its shortest
+    runs, so the idle time at its end is at most about one short run's length."""
+    waiting: dict = {}
+    for t in tasks:
+        if t.after is not None:
+            waiting.setdefault(t.after, []).append(t)
+    chain: dict = {}
+
+    def length(t, seen=()):
+        if t.key not in chain:
+            if t.key in seen:
+                raise RuntimeError(f"tasks {sorted(seen)} wait for each other")
+            chain[t.key] = t.cost + max((length(w, seen + (t.key,))
+                                         for w in waiting.get(t.key, ())), default=0.0)
+        return chain[t.key]
+
+    ranked = sorted(range(len(tasks)), key=lambda i: (-length(tasks[i]), i))
+    return [tasks[i] for i in ranked]
 
 
 def available_cores() -> int:
@@ -110,7 +140,7 @@ def run_tasks(tasks: list, jobs: int, base, world) -> Iterator[tuple]:
             yield t.key, t.fn(world, **t.kwargs)
         return
     threads = max(1, available_cores() // jobs)
-    pending, running, done = list(tasks), {}, set()
+    pending, running, done = longest_chain_first(tasks), {}, set()
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_worker,
                              initargs=(base.to_json(), threads)) as pool:

@@ -435,3 +435,47 @@ def test_evaluation_encodes_only_the_evaluated_splits(cache, monkeypatch):
     got = pipeline.evaluate_encoder(encoder, world, cfg)
     assert sorted(encoded) == sorted(len(world.splits[s]) for s in ("test", "scan"))
     assert got == pipeline.evaluate_encoder(encoder, world, cfg, feats=every)
+
+
+def test_longest_chain_first_starts_long_runs_first():
+    """The pool's start order: by the cost of the chain a task starts (an fm run carries its
+    mm-mixing run's cost), longest first, ties in the given order; a cycle is refused."""
+    from mmmixlab.run_pool import Task, longest_chain_first
+
+    tasks = [Task("base", None, cost=1.0), Task("fm", None, cost=1.1),
+             Task("mm", None, cost=2.3, after="fm"), Task("joint", None, cost=5.8),
+             Task("im", None, cost=2.1), Task("base2", None, cost=2.0), Task("tie", None, cost=2.0)]
+    assert [t.key for t in longest_chain_first(tasks)] == [
+        "joint", "fm", "mm", "im", "base2", "tie", "base"]
+    chained = [Task("a", None, cost=1.0), Task("b", None, cost=1.0, after="a"),
+               Task("c", None, cost=1.0, after="b"), Task("d", None, cost=2.5)]
+    assert [t.key for t in longest_chain_first(chained)] == ["a", "d", "b", "c"]
+    with pytest.raises(RuntimeError, match="wait for each other"):
+        longest_chain_first([Task("x", None, after="y"), Task("y", None, after="x")])
+
+
+def test_ablate_costs_each_run_by_its_phases(cache, monkeypatch):
+    """``ablate`` gives the pool each run's cost: its phases' epochs at their relative epoch
+    cost, an mm-mixing run that continues its seed's fm run without stage 1."""
+    from mmmixlab import ablation
+
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(tasks, jobs, base, world):
+        seen.update({t.key: t.cost for t in tasks})
+        raise Captured
+
+    monkeypatch.setattr(ablation, "run_tasks", capture)
+    cfg = small_cfg(cache, **{"train.epochs_stage1": 3, "train.epochs_stage2": 2})
+    with pytest.raises(Captured):
+        ablate(cfg, ["baseline", "fm", "mm-mixing", "one-stage", "baseline-2x"], [0, 1],
+               cache / "costs", announce=False, jobs=2)
+    cost = ablation.EPOCH_COST
+    assert seen["baseline seed 1"] == pytest.approx(3 * cost["baseline"])
+    assert seen["fm seed 0"] == pytest.approx(3 * cost["stage1"])
+    assert seen["mm-mixing seed 0"] == pytest.approx(2 * cost["stage2"])
+    assert seen["one-stage seed 0"] == pytest.approx(5 * cost["joint"])
+    assert seen["baseline-2x seed 0"] == pytest.approx(5 * cost["baseline"])

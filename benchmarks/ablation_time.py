@@ -15,8 +15,11 @@ one from a temporary ``git worktree`` of ``--base``:
 * ``--demo``: ``mmmixlab demo`` from an empty cache (world generation, frozen-encoder
   pre-training, features, both runs), old and new alternately.
 
+``--new-set SECTION.FIELD=VALUE`` (repeatable) passes ``--set`` to the new side only, e.g.
+``train.amp=bf16`` to time this checkout's CPU bf16 against the start commit's fp32.
+
     python -m benchmarks.ablation_time [--base REV] [--epochs 4] [--seeds 2] [--rounds 1]
-                                       [--demo] [--quick]
+                                       [--demo] [--quick] [--new-set train.amp=bf16]
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ def extrapolate(costs: dict, wall: float, variants: list, epochs: int, seeds: in
     return {"work_s": work, "parallel": parallel, "wall_s": work / parallel}
 
 
+def side_sets(side: str, args) -> list:
+    """``--set`` arguments for ``side``: ``--new-set`` values on the new side only."""
+    return [a for v in (args.new_set if side == "new" else []) for a in ("--set", v)]
+
+
 def ablation_rounds(old: Path, new: Path, work: Path, args) -> dict:
     cache = work / "cache"
     variants = args.variants.split(",")
@@ -112,7 +120,8 @@ def ablation_rounds(old: Path, new: Path, work: Path, args) -> dict:
             walls[side].append(cli(root, ["ablate", "--variants", args.variants, "--seeds",
                                           str(args.seeds), "--epochs1", str(args.epochs),
                                           "--epochs2", str(args.epochs), "--out", str(out)]
-                                   + common, work / f"ablate-{side}-{r}.log"))
+                                   + common + side_sets(side, args),
+                                   work / f"ablate-{side}-{r}.log"))
             costs.setdefault(side, []).append(run_costs(out))
             print(f"[ablation_time] round {r} {side}: {walls[side][-1]:.0f} s", flush=True)
     res = {"measured": {}, "readme_plan": {}}
@@ -136,8 +145,8 @@ def demo_rounds(old: Path, new: Path, work: Path, args) -> dict:
                            else (("new", new), ("old", old))):
             cache = work / f"demo-cache-{side}-{r}"
             walls[side].append(cli(root, ["demo", "--out", str(work / f"demo-{side}-{r}"),
-                                          "--cache", str(cache), "--device", "cpu"] + extra,
-                                   work / f"demo-{side}-{r}.log"))
+                                          "--cache", str(cache), "--device", "cpu"] + extra
+                                   + side_sets(side, args), work / f"demo-{side}-{r}.log"))
             shutil.rmtree(cache, ignore_errors=True)
             print(f"[ablation_time] demo round {r} {side}: {walls[side][-1]:.0f} s", flush=True)
     return {"old_s": walls["old"], "new_s": walls["new"],
@@ -155,6 +164,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-ablation", action="store_true")
     p.add_argument("--quick", action="store_true", help="a shrunken world, 1 epoch, 3 rows")
     p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (logs, runs)")
+    p.add_argument("--new-set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="--set for the new side only (repeatable), e.g. train.amp=bf16")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.variants = 1, "baseline,fm,mm-mixing"
@@ -166,7 +177,7 @@ def main(argv=None) -> dict:
                         args.base], check=True, capture_output=True)
     load0 = os.getloadavg()[0]
     res = {"base": args.base, "epochs": args.epochs, "seeds": args.seeds,
-           "variants": args.variants, "load_start": load0}
+           "variants": args.variants, "new_set": args.new_set, "load_start": load0}
     try:
         if not args.no_ablation:
             res["ablation"] = ablation_rounds(old, ROOT, work, args)

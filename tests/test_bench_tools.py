@@ -47,3 +47,13 @@ def test_plan_floor_costs_every_row_of_the_readme_plan():
     assert got["floor_min"] == round(seconds / 2 / 60, 1)
     assert got["measured_steps_min"] == round(10 * seconds / 2 / 60, 1)
     assert tiny_steps_per_epoch() == 20  # 16 classes x 40 train shapes / batch 32
+
+
+def test_ablation_time_sets_apply_to_the_new_side_only():
+    from types import SimpleNamespace
+
+    from benchmarks.ablation_time import side_sets
+
+    args = SimpleNamespace(new_set=["train.amp=bf16", "mix.beta=0.4"])
+    assert side_sets("new", args) == ["--set", "train.amp=bf16", "--set", "mix.beta=0.4"]
+    assert side_sets("old", args) == []

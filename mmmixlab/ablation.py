@@ -304,7 +304,7 @@ def _fm_from_mm_mixing(cfg: RunConfig, folder: Path, mm_folder: Path, world,
     metrics = evaluate_encoder(encoders["A"], world, cfg)
     metrics.update(frozen_encoders=quality, history=history, config=cfg.to_dict(),
                    world=world.key, ranks=1, seconds={"train": 0.0},
-                   stage1_of=str(mm_folder))
+                   stage1_of=str(mm_folder), precision=done.get("precision", "fp32"))
     write_json(metrics, folder / "metrics.json")
     return metrics
 

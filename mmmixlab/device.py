@@ -1,6 +1,7 @@
 """Where a run computes: the device and the precision it supports. Device-agnostic code asks
-here instead of calling ``.cuda()``; CPU is first class (fp32, or bf16 when asked for on a
-CPU with native bf16)."""
+here instead of calling ``.cuda()``; CPU is first class (fp32; bf16 by default on a CPU with
+AMX for the encoders where it was measured to pay, or when asked for on a CPU with native
+bf16)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["autocast_dtype", "cpu_has_bf16", "resolve_device", "retain_freed_memory"]
+__all__ = ["autocast_dtype", "cpu_has_amx", "cpu_has_bf16", "precision_name",
+           "resolve_device", "retain_freed_memory"]
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
@@ -38,14 +40,27 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def autocast_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+def cpu_has_amx() -> bool:
+    """This CPU has AMX tiles (Intel Sapphire Rapids and later): bf16 matrix products through
+    oneDNN at several times the float32 rate."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - other builds
+        return False
+
+
+def autocast_dtype(amp: str, device: torch.device, cpu_bf16_pays: bool = False
+                   ) -> Optional[torch.dtype]:
     """The autocast dtype for ``amp`` on ``device``, or None for fp32.
 
     CUDA: ``auto``/``bf16`` is bf16 where supported (``auto`` falls back to fp16), ``fp16``
-    fp16. CPU: ``auto`` is fp32 (the tiny presets' narrow layers gain nothing from bf16 here,
-    ``benchmarks/RESULTS.md``); ``bf16`` is bf16 on a CPU with native bf16 and an error
-    elsewhere (emulated bf16 is slower than fp32); ``fp16`` is an error (no CPU autocast for
-    it worth having). Other devices: fp32."""
+    fp16. CPU: ``auto`` is bf16 on a CPU with AMX when ``cpu_bf16_pays`` (the encoder's
+    ``cpu_autocast_pays``: the point-patch transformers, whose steps took 0.69-0.86 of their
+    float32 time there with zero-shot within seed noise, ``benchmarks/RESULTS.md``), else fp32
+    (SparseConv and PointNet gained nothing; CPUs without AMX were not measured); ``bf16`` is
+    bf16 on a CPU with native bf16 and an error elsewhere (emulated bf16 is slower than fp32);
+    ``fp16`` is an error (no CPU autocast for it worth having); ``off`` is fp32 everywhere.
+    Other devices: fp32."""
     if amp == "off":
         return None
     if device.type == "cpu":
@@ -57,13 +72,18 @@ def autocast_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
         if amp == "fp16":
             raise ValueError("train.amp=fp16 is for CUDA; on a CPU use train.amp=bf16 (native "
                              "bf16 only) or off")
-        return None
+        return torch.bfloat16 if cpu_bf16_pays and cpu_has_amx() else None
     if device.type != "cuda":
         return None
     if amp in ("auto", "bf16"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else (
             torch.float16 if amp == "auto" else None)
     return torch.float16
+
+
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: what a run's steps computed in (its metrics say so)."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def _glibc() -> bool:

@@ -268,7 +268,7 @@ def run(cfg: RunConfig, out_dir, resume: bool = False, progress: bool = True,
             {v["path"] for v in result.unreadable.values()}) if result.unreadable else [])
     seconds = dict(world.seconds, train=result.seconds, eval=time.perf_counter() - t)
     metrics.update(seconds=seconds, history=result.history, config=cfg.to_dict(),
-                   world=world.key, ranks=dist_utils.world_size())
+                   world=world.key, ranks=dist_utils.world_size(), precision=result.precision)
     write_json(metrics, out_dir / "metrics.json")
     return metrics
 

@@ -58,7 +58,7 @@ from .checkpoints import (
     read_run_state,
 )
 from .config import RunConfig
-from .device import autocast_dtype, resolve_device, retain_freed_memory
+from .device import autocast_dtype, precision_name, resolve_device, retain_freed_memory
 from .encoders import create_point_encoder
 from .fileio import atomic_path
 from .losses import LogitScale
@@ -114,6 +114,7 @@ class TrainResult:
     embed_dim: int = 0
     unreadable: dict = field(default_factory=dict)  # streamed data: index -> {path, reason}
     unsaved: tuple = ()              # encoders final.pt leaves out (a stage-1 A of another backbone)
+    precision: str = "fp32"          # what the steps computed in (device.precision_name)
 
     @property
     def final_encoder(self) -> nn.Module:
@@ -158,9 +159,6 @@ class Trainer(StepContext):
         self.device = resolve_device(tc.device)
         if self.device.type == "cuda" and self.device.index is None and dist_utils.is_distributed():
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self.amp_dtype = autocast_dtype(tc.amp, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=self.amp_dtype == torch.float16)
         self.phases = plan_phases(tc.variant, tc.epochs_stage1, tc.epochs_stage2, tc.budget)
         if sum(p.epochs for p in self.phases) < 1:
             raise ValueError("the run has zero epochs: set epochs_stage1/epochs_stage2")
@@ -173,6 +171,11 @@ class Trainer(StepContext):
         torch.manual_seed(tc.seed)
         names = sorted({n for p in self.phases for n in p.trains})
         self.encoders = {n: self._new_encoder() for n in names}
+        # auto on a CPU: bf16 only where it was measured to pay (device.autocast_dtype)
+        self.amp_dtype = autocast_dtype(tc.amp, self.device, cpu_bf16_pays=all(
+            getattr(e, "cpu_autocast_pays", False) for e in self.encoders.values()))
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
         self.logit_scales = {n: LogitScale(tc.init_temperature).to(self.device) for n in names}
         self.unsaved: set = set()
         if tc.stage1_checkpoint:
@@ -563,7 +566,7 @@ class Trainer(StepContext):
         seconds = time.perf_counter() - start
         return TrainResult(self.encoders, self.logit_scales, self.history, seconds,
                            self.embed_dim, dict(getattr(self.batches, "bad", {})),
-                           tuple(sorted(self.unsaved)))
+                           tuple(sorted(self.unsaved)), precision_name(self.amp_dtype))
 
     def _run_epoch(self, phase, phase_idx, epoch, order, skip, opt, sched, global_step,
                    on_epoch, partial=None):

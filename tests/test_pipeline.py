@@ -58,6 +58,8 @@ def test_cli_train_writes_metrics_and_final(cache, tmp_path):
     assert metrics["chance"]["test"] == pytest.approx(1 / 16)
     assert {"data", "clip", "features", "train", "eval"} <= set(metrics["seconds"])
     assert metrics["config"]["train"]["variant"] == "mm-mixing"
+    from mmmixlab.device import cpu_has_amx  # auto: bf16 on an AMX CPU for pointbert-tiny
+    assert metrics["precision"] == ("bf16" if cpu_has_amx() else "fp32")
     assert get(metrics, "zero_shot.test.top1") <= get(metrics, "zero_shot.test.top3") <= get(
         metrics, "zero_shot.test.top5")
     state = torch.load(run / "final.pt", weights_only=True)

@@ -63,10 +63,12 @@ def grads(module):
 @pytest.mark.parametrize("phase,variant", [("stage1", "fm"), ("stage2", "mm-mixing"),
                                            ("joint", "one-stage"), ("im", "im")])
 def test_gradient_caching_equals_full_batch(phase, variant):
+    """In fp32 (train.amp=off): the chunks' bf16 products of an AMX CPU's auto precision round
+    differently from the whole batch's, past these float32 tolerances."""
     results = []
     for chunk in (0, 3):
         cfg = toy_cfg(variant, **{"train.grad_cache_chunk": chunk, "train.batch_size": 12,
-                                  "train.encoder": "pointbert-tiny",
+                                  "train.amp": "off", "train.encoder": "pointbert-tiny",
                                   "train.encoder_overrides": {"num_groups": 8, "group_size": 8}})
         trainer = Trainer(cfg, toy_batches(batch_size=12), embed_dim=16, progress=False)
         batch = trainer.batches.make_batch(torch.arange(12), torch.Generator().manual_seed(0))

@@ -207,6 +207,20 @@ def test_cpu_precision_follows_what_the_cpu_has(monkeypatch):
 
     cpu = torch.device("cpu")
     assert dev.autocast_dtype("auto", cpu) is None and dev.autocast_dtype("off", cpu) is None
+    # auto: bf16 on a CPU with AMX for the encoders where it pays, fp32 otherwise
+    for amx in (False, True):
+        monkeypatch.setattr(dev, "cpu_has_amx", lambda amx=amx: amx)
+        assert dev.autocast_dtype("auto", cpu, cpu_bf16_pays=True) is (
+            torch.bfloat16 if amx else None)
+        assert dev.autocast_dtype("auto", cpu, cpu_bf16_pays=False) is None
+        assert dev.autocast_dtype("off", cpu, cpu_bf16_pays=True) is None
+        for encoder, pays in (("pointbert-tiny", True), ("openshape-pointbert-tiny", True),
+                              ("pointnet", False), ("sparseconv-tiny", False)):
+            tr = Trainer(toy_cfg("baseline", **{"train.encoder": encoder}), toy_batches(d=16),
+                         embed_dim=16, progress=False)
+            assert tr.amp_dtype is (torch.bfloat16 if amx and pays else None), encoder
+    monkeypatch.undo()
+    assert dev.precision_name(None) == "fp32" and dev.precision_name(torch.bfloat16) == "bf16"
     with pytest.raises(ValueError, match="train.amp=fp16 is for CUDA"):
         dev.autocast_dtype("fp16", cpu)
     monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)

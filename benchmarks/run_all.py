@@ -44,6 +44,7 @@ BENCHMARKS = (
     ("sparseconv", "benchmarks.sparseconv", True),
     ("step_profile", "benchmarks.step_profile", False),
     ("step_flops", "benchmarks.step_flops", False),
+    ("cpu_bf16", "benchmarks.cpu_bf16", False),
     ("released_encoder", "benchmarks.released_encoder", False),
     ("threading_env", "benchmarks.threading_env", False),
     ("candidates", "benchmarks.candidates", False),

@@ -57,3 +57,17 @@ def test_ablation_time_sets_apply_to_the_new_side_only():
     args = SimpleNamespace(new_set=["train.amp=bf16", "mix.beta=0.4"])
     assert side_sets("new", args) == ["--set", "train.amp=bf16", "--set", "mix.beta=0.4"]
     assert side_sets("old", args) == []
+
+
+def test_cpu_bf16_benchmark_rows():
+    """benchmarks.cpu_bf16: the attention and pool rows measure what they name and report."""
+    from benchmarks import cpu_bf16
+
+    att = cpu_bf16.attention_row(rounds=1)
+    assert att["fp32_ms"] > 0 and att["bf16_ms"] > 0 and att["helper_ms"] > 0
+    res = {"native_bf16": False, "amx": False, "attention": att}
+    if cpu_bf16.cpu_has_bf16():
+        res["pool"] = cpu_bf16.pool_row(rounds=1)
+        assert res["pool"]["same"]
+    text = cpu_bf16.report(res)
+    assert "attention() under autocast ms" in text and ("pool" not in res or "compiled" in text)

@@ -888,6 +888,68 @@ if HAVE_NUMBA:
                     indices[p, j] = i if take else indices[p, j]
 
 
+    @njit(cache=True, nogil=True)
+    def _max_over_rows_bf16_kernel(bits, values, indices):  # pragma: no cover - compiled
+        """The same scan on bf16 values held as their uint16 bits (numba has no bf16): each
+        patch widened to float32 in a small buffer (a bf16 is the high half of its float32:
+        exact), scanned as above; the kept values are the original bits (NaN payloads too)."""
+        p_count, k, c = bits.shape
+        wide = np.empty((k, c), dtype=np.uint32)
+        x = wide.view(np.float32)
+        best = np.empty(c, dtype=np.float32)
+        for p in range(p_count):
+            for i in range(k):
+                for j in range(c):
+                    wide[i, j] = np.uint32(bits[p, i, j]) << 16
+            for j in range(c):
+                best[j] = x[0, j]
+                indices[p, j] = 0
+            for i in range(1, k):
+                for j in range(c):
+                    v = x[i, j]
+                    b = best[j]
+                    take = (v > b) | ((v != v) & (b == b))
+                    best[j] = v if take else b
+                    indices[p, j] = i if take else indices[p, j]
+            for j in range(c):
+                values[p, j] = bits[p, indices[p, j], j]
+
+
+    @njit(cache=True, nogil=True)
+    def _scatter_rows_kernel(values, indices, out):  # pragma: no cover - compiled
+        for p in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                out[p, indices[p, j], j] = values[p, j]
+
+
+_BITS_OF = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def scatter_rows_reference(values: torch.Tensor, indices: torch.Tensor, k: int) -> torch.Tensor:
+    """A (P, k, C) tensor of zeros holding ``values`` (P, C) at row ``indices`` (P, C) of each
+    column: the gradient of :func:`max_over_rows`' values (torch's ``scatter``)."""
+    out = values.new_zeros((values.shape[0], k, values.shape[1]))
+    return out.scatter_(1, indices.unsqueeze(1), values.unsqueeze(1))
+
+
+def scatter_rows(values: torch.Tensor, indices: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`scatter_rows_reference`, the same bits. On CPU with numba: zeros, then one write
+    per (P, C) entry through integer views of the values (any 2/4/8-byte dtype, bf16 included).
+    Why: torch's CPU scatter along dim 1 took 1.3-5.8 ms for a 64-cloud tokenizer pool's
+    (4,096, 32, 32) gradient, most of it a copy of the whole zero tensor, for 131,072 writes."""
+    if values.dim() != 2 or indices.shape != values.shape:
+        raise ValueError(f"values and indices must both be (P, C), got {tuple(values.shape)} "
+                         f"and {tuple(indices.shape)}")
+    view = _BITS_OF.get(values.element_size())
+    if not (HAVE_NUMBA and values.is_cpu and view is not None and values.numel()
+            and indices.dtype == torch.int64):
+        return scatter_rows_reference(values, indices, k)
+    out = values.new_zeros((values.shape[0], k, values.shape[1]))
+    _scatter_rows_kernel(values.detach().contiguous().view(view).numpy(),
+                         indices.contiguous().numpy(), out.view(view).numpy())
+    return out
+
+
 def max_over_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`max_over_rows_reference`, the same values bit for bit and the same indices: the
     max-pool over a patch's points (``x`` (P, k, C), no gradient).
@@ -896,17 +958,17 @@ def max_over_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     middle dimension at the tokenizer's (4096, 32, 32), 3.4 vs 9.9 ms on one core
     (``benchmarks/pooling.py``); ``tests/test_ops.py`` holds them equal on ties, signed zeros,
     infinities and NaN. On CPU bfloat16 (a CPU autocast step) the same scan over the values
-    widened to float32, which is exact both ways, so values and indices are still torch's;
-    torch's own bf16 kernel is ~2x slower than the widening plus the scan. Elsewhere torch's
-    own kernel."""
+    widened patch by patch to float32, which is exact (``_max_over_rows_bf16_kernel``), so
+    values (bits, NaN payloads included) and indices are still torch's; torch's own bf16 kernel
+    is ~5x slower. Elsewhere torch's own kernel."""
     if x.dim() != 3 or x.shape[1] == 0:
         raise ValueError(f"x must have shape (P, k, C) with k >= 1, got {tuple(x.shape)}")
     if HAVE_NUMBA and x.is_cpu and x.dtype == torch.bfloat16 and x.numel():
-        indices = max_over_rows(x.detach().float())[1]
-        # the values read back at the indices as raw bits: a NaN keeps its payload (a round
-        # trip through float32, or torch's bf16 gather, returns another NaN)
-        bits = x.detach().view(torch.int16).gather(1, indices.unsqueeze(1)).squeeze(1)
-        return bits.view(torch.bfloat16), indices
+        bits = x.detach().contiguous().view(torch.uint16)
+        values = torch.empty((x.shape[0], x.shape[2]), dtype=torch.uint16)
+        indices = torch.empty((x.shape[0], x.shape[2]), dtype=torch.int64)
+        _max_over_rows_bf16_kernel(bits.numpy(), values.numpy(), indices.numpy())
+        return values.view(torch.bfloat16), indices
     if not (HAVE_NUMBA and x.is_cpu and x.dtype in _FAST_DTYPES and x.numel()):
         return max_over_rows_reference(x)
     src = x.detach().contiguous()

@@ -475,3 +475,25 @@ def test_max_over_rows_input_errors_and_fallback():
     assert v.shape == (0, 3) and i.shape == (0, 3)
     x = torch.randn(8, 5, 3, dtype=torch.float16)  # torch's own kernel
     assert torch.equal(ops.max_over_rows(x)[0], x.max(dim=1).values)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_scatter_rows_equals_torch_scatter(dtype):
+    """The max-pool's gradient: zeros with each column's value at its row, the same bits as
+    torch's scatter (negative zeros, infinities and NaN payloads moved as they are)."""
+    g = torch.Generator().manual_seed(3)
+    values = torch.randn(50, 7, generator=g).to(dtype)
+    values[0, 0], values[1, 1], values[2, 2] = -0.0, float("inf"), float("nan")
+    indices = torch.randint(0, 5, (50, 7), generator=g)
+    got = ops.scatter_rows(values, indices, 5)
+    ref = ops.scatter_rows_reference(values, indices, 5)
+    assert got.dtype == dtype and got.shape == (50, 5, 7)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0, equal_nan=True)
+    # bit for bit: torch's scatter of the integer views moves bits exactly (its bf16 scatter
+    # returns another NaN payload; ours keeps the value's)
+    bits = ops.scatter_rows_reference(_bits(values), indices, 5)
+    assert torch.equal(_bits(got), bits)
+    strided = values.t().contiguous().t()  # not contiguous: copied first
+    assert torch.equal(_bits(ops.scatter_rows(strided, indices, 5)), bits)
+    with pytest.raises(ValueError, match=r"\(P, C\)"):
+        ops.scatter_rows(values, indices[:, :3], 5)

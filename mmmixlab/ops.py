@@ -892,25 +892,16 @@ if HAVE_NUMBA:
     def _max_over_rows_bf16_kernel(bits, values, indices):  # pragma: no cover - compiled
         """The same scan on bf16 values held as their uint16 bits (numba has no bf16): each
         patch widened to float32 in a small buffer (a bf16 is the high half of its float32:
-        exact), scanned as above; the kept values are the original bits (NaN payloads too)."""
+        exact) and scanned by the kernel above; the kept values are the original bits (NaN
+        payloads too)."""
         p_count, k, c = bits.shape
-        wide = np.empty((k, c), dtype=np.uint32)
-        x = wide.view(np.float32)
-        best = np.empty(c, dtype=np.float32)
+        wide = np.empty((1, k, c), dtype=np.uint32)
+        best = np.empty((1, c), dtype=np.float32)
         for p in range(p_count):
             for i in range(k):
                 for j in range(c):
-                    wide[i, j] = np.uint32(bits[p, i, j]) << 16
-            for j in range(c):
-                best[j] = x[0, j]
-                indices[p, j] = 0
-            for i in range(1, k):
-                for j in range(c):
-                    v = x[i, j]
-                    b = best[j]
-                    take = (v > b) | ((v != v) & (b == b))
-                    best[j] = v if take else b
-                    indices[p, j] = i if take else indices[p, j]
+                    wide[0, i, j] = np.uint32(bits[p, i, j]) << 16
+            _max_over_rows_kernel(wide.view(np.float32), best, indices[p:p + 1])
             for j in range(c):
                 values[p, j] = bits[p, indices[p, j], j]
 
@@ -940,6 +931,9 @@ def scatter_rows(values: torch.Tensor, indices: torch.Tensor, k: int) -> torch.T
     if values.dim() != 2 or indices.shape != values.shape:
         raise ValueError(f"values and indices must both be (P, C), got {tuple(values.shape)} "
                          f"and {tuple(indices.shape)}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
+        raise ValueError(f"indices must lie in [0, {k}), got [{int(indices.min())}, "
+                         f"{int(indices.max())}]")
     view = _BITS_OF.get(values.element_size())
     if not (HAVE_NUMBA and values.is_cpu and view is not None and values.numel()
             and indices.dtype == torch.int64):

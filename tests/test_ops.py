@@ -497,3 +497,5 @@ def test_scatter_rows_equals_torch_scatter(dtype):
     assert torch.equal(_bits(ops.scatter_rows(strided, indices, 5)), bits)
     with pytest.raises(ValueError, match=r"\(P, C\)"):
         ops.scatter_rows(values, indices[:, :3], 5)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 4\)"):
+        ops.scatter_rows(values, indices, 4)  # an index 4 would write past each patch

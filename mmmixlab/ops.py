@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .checks import check_points
 
@@ -944,6 +945,57 @@ def scatter_rows(values: torch.Tensor, indices: torch.Tensor, k: int) -> torch.T
     return out
 
 
+def scatter_add_rows_reference(out: torch.Tensor, indices: torch.Tensor,
+                               values: torch.Tensor) -> torch.Tensor:
+    """``out[p, indices[p, j], j] += values[p, j]`` in place on a (P, k, C) ``out`` (torch's
+    ``scatter_add_``): the max-pool's gradient added onto a gradient already there."""
+    return out.scatter_add_(1, indices.unsqueeze(1), values.unsqueeze(1))
+
+
+if HAVE_NUMBA:
+    @njit(cache=True, nogil=True, inline="always")
+    def _bf16_round(bits32):  # pragma: no cover - compiled
+        """float32 bits -> bfloat16 bits, round to nearest even, NaN -> 0x7FC0 (as c10 does)."""
+        if (bits32 & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+            return np.uint16(0x7FC0)
+        return np.uint16((bits32 + np.uint32(0x7FFF) + ((bits32 >> np.uint32(16))
+                                                         & np.uint32(1))) >> np.uint32(16))
+
+    @njit(cache=True, nogil=True)
+    def _scatter_add_rows_bf16_kernel(out, indices, values):  # pragma: no cover - compiled
+        """bf16 bits: each sum in float32, rounded once, as torch's bf16 add."""
+        a = np.empty(2, dtype=np.uint32)
+        for p in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                i = indices[p, j]
+                a[0] = np.uint32(out[p, i, j]) << np.uint32(16)
+                a[1] = np.uint32(values[p, j]) << np.uint32(16)
+                f = a.view(np.float32)
+                f[0] = f[0] + f[1]
+                out[p, i, j] = _bf16_round(a[0])
+
+
+def scatter_add_rows_(out: torch.Tensor, indices: torch.Tensor,
+                      values: torch.Tensor) -> torch.Tensor:
+    """:func:`scatter_add_rows_reference`, the same bits. On a contiguous CPU bf16 ``out`` with
+    numba a compiled loop (the sums in float32, rounded once, as torch's bf16 add): torch's
+    CPU ``scatter_add_`` over dim 1 is the slow path of a bf16 step's tokenizer backward."""
+    if out.dim() != 3 or values.dim() != 2 or indices.shape != values.shape \
+            or values.shape != (out.shape[0], out.shape[2]):
+        raise ValueError(f"out must be (P, k, C) and indices, values (P, C), got "
+                         f"{tuple(out.shape)}, {tuple(indices.shape)}, {tuple(values.shape)}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= out.shape[1]):
+        raise ValueError(f"indices must lie in [0, {out.shape[1]}), got [{int(indices.min())}, "
+                         f"{int(indices.max())}]")
+    if not (HAVE_NUMBA and out.is_cpu and out.dtype == torch.bfloat16 and out.is_contiguous()
+            and values.dtype == torch.bfloat16 and indices.dtype == torch.int64):
+        return scatter_add_rows_reference(out, indices, values)
+    _scatter_add_rows_bf16_kernel(out.view(torch.uint16).numpy(),
+                                  indices.contiguous().numpy(),
+                                  values.detach().contiguous().view(torch.uint16).numpy())
+    return out
+
+
 def max_over_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`max_over_rows_reference`, the same values bit for bit and the same indices: the
     max-pool over a patch's points (``x`` (P, k, C), no gradient).
@@ -970,3 +1022,246 @@ def max_over_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     indices = torch.empty((x.shape[0], x.shape[2]), dtype=torch.int64)
     _max_over_rows_kernel(src.numpy(), values.numpy(), indices.numpy())
     return values, indices
+
+
+# ----------------------------------------------------------------------------- layer norm
+
+def layer_norm_relu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                              eps: float, relu: bool = True,
+                              add: torch.Tensor | None = None) -> torch.Tensor:
+    """``relu(layer_norm(x [+ add]))`` over the last dimension as torch runs it on CPU bf16
+    tensors under autocast: ``add`` (P, C), if given, added to each of the k rows of its group
+    of ``x`` (P, k, C) in ``x``'s dtype (a bf16 add rounds); the norm's arithmetic in float32
+    (torch's CPU layer norm of a bf16 input computes in float32 and rounds its output to bf16,
+    and CPU autocast leaves ``layer_norm`` to it); the ReLU (exact)."""
+    if add is not None:
+        x = x + add.unsqueeze(1)
+    y = F.layer_norm(x.float(), (x.shape[-1],), weight.float(), bias.float(), eps)
+    return (F.relu(y) if relu else y).to(x.dtype)
+
+
+# Rows per block of the compiled layer norm (whole groups of k rows with an ``add``): the weight
+# and bias gradients are summed per block (float64) and the blocks' sums added in order, so
+# they do not depend on how blocks are split over threads; 256 rows of 32 bf16 values is 16 KB.
+_LN_BLOCK = 256
+_LN_PARALLEL_MIN_ROWS = 1 << 14
+
+
+if HAVE_NUMBA:
+    # reassoc: the row sums (16-128 values) vectorise instead of running as one dependent chain
+    # of adds; they are summed in another order than torch's kernel (rounding, not bits)
+    @njit(cache=True, nogil=True, fastmath={"reassoc"})
+    def _ln_relu_fwd_blocks(xbits, qbits, k, w, b, eps, relu, block, first, last, ybits, mean,
+                            rstd):  # pragma: no cover - compiled
+        """Blocks ``first..last-1`` of ``block`` rows: bf16 bits in, float32 statistics, bf16
+        bits out. (The row's load is written out in both kernels: as an inlined helper it
+        kept the loops from vectorising, 3x slower.)"""
+        rows, c = xbits.shape
+        wide = np.empty(c, dtype=np.uint32)
+        xf = wide.view(np.float32)
+        sumbits = np.empty(c, dtype=np.uint32)
+        sf = sumbits.view(np.float32)
+        out = np.empty(c, dtype=np.float32)
+        outbits = out.view(np.uint32)
+        inv_c = np.float32(1.0) / np.float32(c)
+        for blk in range(first, last):
+            for r in range(blk * block, min(rows, (blk + 1) * block)):
+                for j in range(c):
+                    wide[j] = np.uint32(xbits[r, j]) << np.uint32(16)
+                if k > 0:  # the bf16 sum x + q[r // k], rounded as torch's bf16 add
+                    p = r // k
+                    for j in range(c):
+                        sumbits[j] = np.uint32(qbits[p, j]) << np.uint32(16)
+                    for j in range(c):
+                        sf[j] = xf[j] + sf[j]
+                    for j in range(c):
+                        wide[j] = np.uint32(_bf16_round(sumbits[j])) << np.uint32(16)
+                s = np.float32(0.0)
+                for j in range(c):
+                    s += xf[j]
+                m = s * inv_c
+                q = np.float32(0.0)
+                for j in range(c):
+                    d = xf[j] - m
+                    q += d * d
+                rs = np.float32(1.0) / np.sqrt(q * inv_c + eps)
+                mean[r], rstd[r] = m, rs
+                for j in range(c):
+                    v = (xf[j] - m) * rs * w[j] + b[j]
+                    out[j] = v if (not relu or v > 0 or v != v) else np.float32(0.0)
+                for j in range(c):
+                    ybits[r, j] = _bf16_round(outbits[j])
+
+    @njit(cache=True, nogil=True, fastmath={"reassoc"})
+    def _ln_relu_bwd_blocks(xbits, qbits, k, gbits, w, b, relu, mean, rstd, block, first, last,
+                            dxbits, dw_parts, db_parts, dq):  # pragma: no cover - compiled
+        """The gradient of :func:`_ln_relu_fwd_blocks` for blocks ``first..last-1``: dx as bf16
+        bits, each block's weight and bias gradients (float64) in its row of the parts and,
+        with an add, each group's sum of the bf16 dx in ``dq`` (float32)."""
+        rows, c = xbits.shape
+        wide = np.empty(c, dtype=np.uint32)
+        xf = wide.view(np.float32)
+        sumbits = np.empty(c, dtype=np.uint32)
+        sf = sumbits.view(np.float32)
+        gwide = np.empty(c, dtype=np.uint32)
+        gf = gwide.view(np.float32)
+        xhat = np.empty(c, dtype=np.float32)
+        dxhat = np.empty(c, dtype=np.float32)
+        out = np.empty(c, dtype=np.float32)
+        outbits = out.view(np.uint32)
+        inv_c = np.float32(1.0) / np.float32(c)
+        for blk in range(first, last):
+            dw = dw_parts[blk]
+            db = db_parts[blk]
+            for j in range(c):
+                dw[j] = 0.0
+                db[j] = 0.0
+            for r in range(blk * block, min(rows, (blk + 1) * block)):
+                m, rs = mean[r], rstd[r]
+                for j in range(c):
+                    wide[j] = np.uint32(xbits[r, j]) << np.uint32(16)
+                if k > 0:  # the bf16 sum x + q[r // k], rounded as torch's bf16 add
+                    p = r // k
+                    for j in range(c):
+                        sumbits[j] = np.uint32(qbits[p, j]) << np.uint32(16)
+                    for j in range(c):
+                        sf[j] = xf[j] + sf[j]
+                    for j in range(c):
+                        wide[j] = np.uint32(_bf16_round(sumbits[j])) << np.uint32(16)
+                for j in range(c):
+                    gwide[j] = np.uint32(gbits[r, j]) << np.uint32(16)
+                sa = np.float32(0.0)
+                sb = np.float32(0.0)
+                for j in range(c):
+                    xh = (xf[j] - m) * rs
+                    g = gf[j]
+                    if relu and not (xh * w[j] + b[j] > 0):
+                        g = np.float32(0.0)
+                    xhat[j] = xh
+                    dw[j] += g * xh
+                    db[j] += g
+                    dxh = g * w[j]
+                    dxhat[j] = dxh
+                    sa += dxh
+                    sb += dxh * xh
+                sa *= inv_c
+                sb *= inv_c
+                for j in range(c):
+                    out[j] = rs * (dxhat[j] - sa - xhat[j] * sb)
+                for j in range(c):
+                    dxbits[r, j] = _bf16_round(outbits[j])
+                if k > 0:
+                    p = r // k
+                    if r % k == 0:
+                        for j in range(c):
+                            dq[p, j] = 0.0
+                    for j in range(c):
+                        gwide[j] = np.uint32(dxbits[r, j]) << np.uint32(16)
+                    for j in range(c):
+                        dq[p, j] += gf[j]
+
+
+def _ln_blocks_run(kernel, rows: int, block: int, head: tuple, tail: tuple) -> None:
+    """``kernel(*head, block, first, last, *tail)`` over all row blocks: on one thread, or
+    split over the compiled ops' helper threads for large inputs when torch has more than one
+    thread. Each block's output is its own, so the split never changes a bit."""
+    blocks = -(-rows // block)
+    threads = torch.get_num_threads()
+    if rows < _LN_PARALLEL_MIN_ROWS or threads < 2 or not _fps_helpers():
+        kernel(*head, block, 0, blocks, *tail)
+        return
+    parts = min(threads, _helper_count + 1, blocks)
+    bounds = [(blocks * i // parts, blocks * (i + 1) // parts) for i in range(parts)]
+    futures = [_helpers.submit(kernel, *head, block, lo, hi, *tail) for lo, hi in bounds[1:]]
+    kernel(*head, block, *bounds[0], *tail)
+    for f in futures:
+        f.result()
+
+
+_NO_ADD = np.zeros((0, 0), dtype=np.uint16)
+
+
+def _ln_layout(x: torch.Tensor, weight, bias, add):
+    """Checks; ``(rows as (R, C) uint16 bits, add bits or an empty array, k, rows per block)``."""
+    if x.dim() < 1 or x.shape[-1] == 0:
+        raise ValueError(f"x must have a non-empty last dimension, got {tuple(x.shape)}")
+    c = x.shape[-1]
+    if weight.shape != (c,) or bias.shape != (c,):
+        raise ValueError(f"weight and bias must have shape ({c},), got {tuple(weight.shape)} "
+                         f"and {tuple(bias.shape)}")
+    if not layer_norm_relu_fused_supported(x):
+        raise ValueError(f"the compiled layer norm takes CPU bfloat16, got {x.dtype} on "
+                         f"{x.device}; use layer_norm_relu_reference")
+    bits = x.detach().contiguous().view(torch.uint16).reshape(-1, c)
+    if add is None:
+        return bits, _NO_ADD, 0, _LN_BLOCK
+    if x.dim() != 3 or add.shape != (x.shape[0], c) or add.dtype != x.dtype or not add.is_cpu:
+        raise ValueError(f"with add, x must be (P, k, C) and add (P, C) of its dtype, got "
+                         f"{tuple(x.shape)} {x.dtype} and {tuple(add.shape)} {add.dtype}")
+    k = x.shape[1]
+    if k == 0:
+        raise ValueError(f"x has no rows per group: {tuple(x.shape)}")
+    qbits = add.detach().contiguous().view(torch.uint16).numpy()
+    return bits, qbits, k, k * max(1, _LN_BLOCK // k)
+
+
+def layer_norm_relu_fused_supported(x: torch.Tensor) -> bool:
+    """Whether :func:`layer_norm_relu_forward` runs compiled for ``x``: CPU bfloat16 with numba."""
+    return HAVE_NUMBA and x.is_cpu and x.dtype == torch.bfloat16
+
+
+def layer_norm_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                            eps: float, relu: bool = True, add: torch.Tensor | None = None):
+    """:func:`layer_norm_relu_reference` on CPU bf16 tensors in one compiled pass, plus what
+    its gradient needs: ``(y, mean, rstd)`` (statistics float32, one per row).
+
+    Why: under CPU autocast torch's bf16 layer norm, the ReLU and (in the Point-BERT
+    tokenizer) the broadcast add before them are separate passes over the tokenizer's
+    per-point activations (131,072 x 32 for 64 clouds, the largest tensors of a
+    ``pointbert-tiny`` step), and torch's bf16 norm is slower than its float32 one; here one
+    pass, 3 against 7-19 ms at 131,072 x 32 on one Sapphire Rapids core. The add rounds as
+    torch's; the statistics are float32, summed in another order than torch's kernel, so an
+    output may differ from the reference's by one bf16 rounding step (about 2 in 100,000
+    values; ``tests/test_ops.py``)."""
+    bits, qbits, k, block = _ln_layout(x, weight, bias, add)
+    rows, c = bits.shape
+    y = torch.empty((rows, c), dtype=torch.uint16)
+    mean = torch.empty(rows, dtype=torch.float32)
+    rstd = torch.empty(rows, dtype=torch.float32)
+    w = weight.detach().float().contiguous().numpy()
+    b = bias.detach().float().contiguous().numpy()
+    _ln_blocks_run(_ln_relu_fwd_blocks, rows, block,
+                   (bits.numpy(), qbits, k, w, b, np.float32(eps), relu),
+                   (y.numpy(), mean.numpy(), rstd.numpy()))
+    return y.view(torch.bfloat16).view(x.shape), mean, rstd
+
+
+def layer_norm_relu_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                             relu: bool = True, add: torch.Tensor | None = None):
+    """Gradients of :func:`layer_norm_relu_forward` from the bf16 gradient of its output:
+    ``(dx, dweight, dbias, dadd)``: ``dx`` bf16 (torch's layer-norm backward formula in float32,
+    the ReLU's mask recomputed from the saved statistics), the weight's and bias's in their
+    dtype, summed in float64 (torch's bf16 layer-norm backward was off by ~5% of their scale
+    against float64 at 5,000 x 16, ours by ~1e-7), and with an ``add`` its gradient (each
+    group's sum of ``dx`` in float32, rounded to bf16 as torch's bf16 sum rounds), else None."""
+    bits, qbits, k, block = _ln_layout(x, weight, bias, add)
+    rows, c = bits.shape
+    if grad.shape != x.shape:
+        raise ValueError(f"grad must have x's shape {tuple(x.shape)}, got {tuple(grad.shape)}")
+    gbits = grad.detach().to(torch.bfloat16).contiguous().view(torch.uint16).reshape(-1, c)
+    blocks = -(-rows // block)
+    dx = torch.empty((rows, c), dtype=torch.uint16)
+    dw_parts = np.empty((blocks, c), dtype=np.float64)
+    db_parts = np.empty((blocks, c), dtype=np.float64)
+    dq = torch.empty((x.shape[0], c) if k else (0, 0), dtype=torch.float32)
+    w = weight.detach().float().contiguous().numpy()
+    b = bias.detach().float().contiguous().numpy()
+    _ln_blocks_run(_ln_relu_bwd_blocks, rows, block,
+                   (bits.numpy(), qbits, k, gbits.numpy(), w, b, relu, mean.numpy(),
+                    rstd.numpy()),
+                   (dx.numpy(), dw_parts, db_parts, dq.numpy()))
+    dw = torch.from_numpy(dw_parts.sum(0)).to(weight.dtype)
+    db = torch.from_numpy(db_parts.sum(0)).to(bias.dtype)
+    dadd = dq.to(add.dtype) if k else None
+    return dx.view(torch.bfloat16).view(x.shape), dw, db, dadd

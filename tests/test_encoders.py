@@ -247,6 +247,74 @@ def test_max_pool_without_autograd_gives_the_same_bits():
     assert t.grad.view(-1).tolist() == [0.0, 1.0, 0.0, 0.0]  # amax would give 0.5 and 0.5
 
 
+def test_max_pool_without_autograd_bf16_gives_the_same_bits():
+    """A CPU bf16 (P, k, C) without autograd (autocast's frozen targets) pools through the
+    compiled scan: torch.max's values bit for bit, NaN, ties and signed zeros included."""
+    from mmmixlab.encoders.common import max_pool
+
+    torch.manual_seed(3)
+    x = torch.randn(40, 32, 24).bfloat16()
+    x[:, 7] = x[:, 2]
+    x[0, :, 0] = 0.0
+    x[0, 5, 0] = -0.0
+    x[1, 3, 1] = float("nan")
+    x[2, :, 2] = float("-inf")
+    ref = x.max(dim=1, keepdim=True).values
+    with torch.no_grad():
+        got = max_pool(x, dim=1, keepdim=True)
+        assert torch.equal(got.view(torch.int16), ref.view(torch.int16))
+        assert max_pool(x, dim=1).shape == (40, 24)
+        assert torch.equal(max_pool(x, dim=2).view(torch.int16),  # other dims: amax
+                           x.amax(dim=2).view(torch.int16))
+
+
+def test_pointbert_tokenizer_under_cpu_autocast_runs_the_compiled_norms(monkeypatch):
+    """Under CPU bf16 autocast the tokenizer takes the compiled norm (both layers) and the
+    fused pooled layer, and computes what torch's autocast ops compute: the same tokens (bf16
+    rounding apart), the gradient reaching the patches and every other parameter's within
+    1%. The norms' own weight and bias gradients are not compared here: torch's bf16 norm
+    backward is off by 5-30% against float64 at these sizes, so they are held against float64
+    in ``tests/test_ops.py``. (Against a float64 run both bf16 paths differ by far more than
+    rounding: a rounding can move a patch's maximum to another point.)"""
+    import copy
+
+    from mmmixlab import ops as ops_module
+    from mmmixlab.encoders import pointbert as pb
+
+    torch.manual_seed(6)
+    tok = pb.PatchTokenizer(6, (16, 32, 32, 32), 48)
+    with torch.no_grad():
+        for p in tok.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    x = torch.randn(4, 16, 24, 6)
+    weights = torch.linspace(-1, 1, 4 * 16 * 48).view(4, 16, 48)
+
+    def run():
+        module, inp = copy.deepcopy(tok), x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = module(inp)
+        (out.double() * weights).sum().backward()
+        return out.detach(), inp.grad, {n: p.grad for n, p in module.named_parameters()}
+
+    calls = []
+    real = ops_module.layer_norm_relu_forward
+    monkeypatch.setattr(ops_module, "layer_norm_relu_forward",
+                        lambda *a, **k: calls.append(k.get("add") is not None) or real(*a, **k))
+    fused = run()
+    assert sorted(calls) == [False, True]  # the first norm alone, the second with its add
+    monkeypatch.setattr(ops_module, "layer_norm_relu_fused_supported", lambda t: False)
+    plain = run()
+
+    def rel(a, b):
+        return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+    assert fused[0].dtype == plain[0].dtype == torch.bfloat16
+    assert rel(fused[0], plain[0]) < 1e-2 and rel(fused[1], plain[1]) < 1e-2
+    for name, g in plain[2].items():
+        if name not in ("first.1.weight", "first.1.bias", "second.1.weight", "second.1.bias"):
+            assert rel(fused[2][name], g) < 1e-2, name
+
+
 @pytest.mark.parametrize("name", ["pointbert-tiny", "pointnet"])
 def test_encoder_features_without_autograd_equal_training_forward(name):
     """The no-grad forward (frozen targets, evaluation) pools with ``amax``, the recording

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
 from mmmixlab import ops
@@ -499,3 +500,137 @@ def test_scatter_rows_equals_torch_scatter(dtype):
         ops.scatter_rows(values, indices[:, :3], 5)
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 4\)"):
         ops.scatter_rows(values, indices, 4)  # an index 4 would write past each patch
+
+
+# ------------------------------------------------------------------ compiled bf16 layer norm
+
+def _ulp_bf16(t: torch.Tensor) -> torch.Tensor:
+    """One bf16 rounding step at each value of ``t`` (float32)."""
+    e = torch.frexp(t.float().abs().clamp_min(1e-30))[1]
+    return torch.ldexp(torch.ones_like(t, dtype=torch.float32), e - 8)
+
+
+def _within_one_step(y: torch.Tensor, ref: torch.Tensor, atol: float = 1e-5) -> bool:
+    """|y - ref| within one bf16 step of the larger of the two (plus ``atol``: a value that
+    cancels to about 0 can land on either side of the ReLU's kink)."""
+    big = torch.maximum(y.float().abs(), ref.float().abs())
+    return bool(((y.float() - ref.float()).abs() <= _ulp_bf16(big) + atol).all())
+
+
+def _ln_case(p, k, c, seed, offset=0.0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(p, k, c, generator=g) * 2 + offset).bfloat16()
+    add = torch.randn(p, c, generator=g).bfloat16()
+    w = torch.randn(c, generator=g) * 0.5 + 1
+    b = torch.randn(c, generator=g) * 0.3
+    return x, add, w, b
+
+
+@pytest.mark.skipif(not ops.HAVE_NUMBA, reason="the compiled layer norm needs numba")
+@pytest.mark.parametrize("p,k,c", [(70, 32, 32), (33, 24, 16), (9, 40, 7), (600, 1, 130)])
+@pytest.mark.parametrize("with_add", [False, True])
+def test_layer_norm_relu_forward_matches_torch(p, k, c, with_add):
+    """The compiled norm + ReLU (with the broadcast add) against torch's bf16 ops: outputs
+    within one bf16 rounding step and almost all equal; statistics against float64; groups of
+    k rows that do not divide the 256-row blocks, widths that are no multiple of 16."""
+    x, add, w, b = _ln_case(p, k, c, seed=p + k + c, offset=3.0)
+    a = add if with_add else None
+    y, mean, rstd = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=a)
+    ref = ops.layer_norm_relu_reference(x, w, b, 1e-5, add=a)
+    assert y.dtype == torch.bfloat16 and y.shape == x.shape
+    assert _within_one_step(y, ref)
+    assert (y != ref).float().mean() < 2e-3
+    s = (x + add.unsqueeze(1) if with_add else x).double().reshape(-1, c)
+    torch.testing.assert_close(mean.double(), s.mean(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rstd.double(), (s.var(-1, unbiased=False) + 1e-5).rsqrt(),
+                               rtol=1e-5, atol=0)
+    # without the ReLU: the norm itself (negative outputs kept)
+    y2, _, _ = ops.layer_norm_relu_forward(x, w, b, 1e-5, relu=False, add=a)
+    ref2 = ops.layer_norm_relu_reference(x, w, b, 1e-5, relu=False, add=a)
+    assert _within_one_step(y2, ref2)
+    assert bool((y2 < 0).any()) and not bool((y < 0).any())
+
+
+@pytest.mark.skipif(not ops.HAVE_NUMBA, reason="the compiled layer norm needs numba")
+@pytest.mark.parametrize("with_add", [False, True])
+def test_layer_norm_relu_backward_matches_float64(with_add):
+    """Gradients against autograd of the same function in float64 (from the same bf16
+    inputs): dx and d(add) within bf16 rounding, the weight's and bias's to 1e-5."""
+    p, k, c = 150, 24, 32
+    x, add, w, b = _ln_case(p, k, c, seed=11)
+    a = add if with_add else None
+    y, mean, rstd = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=a)
+    grad = torch.randn(p, k, c, generator=torch.Generator().manual_seed(2)).bfloat16()
+    dx, dw, db, dadd = ops.layer_norm_relu_backward(grad, x, w, b, mean, rstd, add=a)
+
+    x64 = x.double().requires_grad_(True)
+    add64 = add.double().requires_grad_(True)
+    w64, b64 = w.double().requires_grad_(True), b.double().requires_grad_(True)
+    # the bf16 sum is what the norm sees (rounded as the forward rounds it)
+    s = (x + add.unsqueeze(1)).double() if with_add else x64
+    if with_add:  # the sum's gradient reaches x and add unchanged: d(add) = sum over k
+        s = s + (x64 - x64.detach()) + (add64 - add64.detach()).unsqueeze(1)
+    out = F.relu(F.layer_norm(s, (c,), w64, b64, 1e-5))
+    out.backward(grad.double())
+    assert dx.dtype == torch.bfloat16 and dw.dtype == db.dtype == torch.float32
+    assert bool(((dx.double() - x64.grad).abs() <= 2 * _ulp_bf16(x64.grad) + 1e-6).all())
+    torch.testing.assert_close(dw.double(), w64.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(db.double(), b64.grad, rtol=1e-5, atol=1e-5)
+    if with_add:
+        ref = dx.float().sum(1)  # the sum of the bf16 dx, as torch's bf16 sum of it
+        assert dadd.dtype == torch.bfloat16 and dadd.shape == (p, c)
+        assert bool(((dadd.float() - ref).abs() <= _ulp_bf16(ref) + 1e-6).all())
+        torch.testing.assert_close(dadd.double(), add64.grad, rtol=3e-2, atol=3e-2)
+    else:
+        assert dadd is None
+
+
+@pytest.mark.skipif(not ops.HAVE_NUMBA, reason="the compiled layer norm needs numba")
+def test_layer_norm_relu_nan_threads_and_errors():
+    x, add, w, b = _ln_case(700, 32, 32, seed=5)  # 22,400 rows: split over threads if >1
+    x[3, 4, 5] = float("nan")
+    x[9, 0, 0] = float("inf")
+    ref = ops.layer_norm_relu_reference(x, w, b, 1e-5)
+    y, mean, rstd = ops.layer_norm_relu_forward(x, w, b, 1e-5)
+    assert torch.equal(torch.isnan(y), torch.isnan(ref))  # NaN rows stay NaN through the ReLU
+    assert bool(torch.isnan(y[3, 4]).all()) and not bool(torch.isnan(y[3, 5]).any())
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=add)
+        g = torch.randn_like(x, dtype=torch.float32).bfloat16()
+        one_b = ops.layer_norm_relu_backward(g, x, w, b, one[1], one[2], add=add)
+        torch.set_num_threads(2)
+        two = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=add)
+        two_b = ops.layer_norm_relu_backward(g, x, w, b, two[1], two[2], add=add)
+    finally:
+        torch.set_num_threads(before)
+    for u, v in zip(one + one_b, two + two_b):  # the same bits on one thread or two
+        assert torch.equal(_bits(u), _bits(v))
+    with pytest.raises(ValueError, match="CPU bfloat16"):
+        ops.layer_norm_relu_forward(x.float(), w, b, 1e-5)
+    with pytest.raises(ValueError, match=r"weight and bias must have shape \(32,\)"):
+        ops.layer_norm_relu_forward(x, w[:5], b, 1e-5)
+    with pytest.raises(ValueError, match=r"add \(P, C\)"):
+        ops.layer_norm_relu_forward(x, w, b, 1e-5, add=add[:3])
+    with pytest.raises(ValueError, match="grad must have x's shape"):
+        ops.layer_norm_relu_backward(g[:2], x, w, b, mean, rstd)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_scatter_add_rows_equals_torch(dtype):
+    """The pooled gradient added in place at the max's rows: torch's scatter_add_ bit for bit
+    (bf16 through the compiled loop: the sum in float32, rounded once)."""
+    g = torch.Generator().manual_seed(9)
+    out = torch.randn(60, 8, 5, generator=g).to(dtype)
+    values = (torch.randn(60, 5, generator=g) * 100).to(dtype)
+    values[0, 0], values[1, 1] = float("inf"), -0.0
+    indices = torch.randint(0, 8, (60, 5), generator=g)
+    got = ops.scatter_add_rows_(out.clone(), indices, values)
+    ref = ops.scatter_add_rows_reference(out.clone(), indices, values)
+    assert torch.equal(_bits(got), _bits(ref))
+    assert not torch.equal(got, out)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 8\)"):
+        ops.scatter_add_rows_(out.clone(), indices + 1, values)
+    with pytest.raises(ValueError, match=r"\(P, k, C\)"):
+        ops.scatter_add_rows_(out.clone(), indices[:, :2], values)

@@ -10,6 +10,9 @@ timed alternately (``benchmarks.common.interleaved``), ratio = bf16 / fp32 (< 1:
   :func:`mmmixlab.encoders.common.attention` under autocast (fp32 inside autocast);
 * ``pool``: the tokenizer's max-pool with indices over (4,096, 32, 32) bf16: torch's kernel
   against :func:`mmmixlab.ops.max_over_rows` (the compiled scan over the widened values);
+* ``norm``: the tokenizer's layer norm + ReLU forward and backward at 131,072 rows (16 wide;
+  32 wide with the pooled layer's broadcast add): torch's ops under autocast against
+  :func:`mmmixlab.ops.layer_norm_relu_forward` / ``_backward``;
 * ``steps``: ``benchmarks.training_throughput.train_step`` (loss, backward, clip, AdamW,
   schedule) of each phase, batch 32 x 1,024, for ``pointbert-tiny``,
   ``openshape-pointbert-tiny`` and ``sparseconv-tiny``: one trainer at ``train.amp=off`` and
@@ -69,6 +72,39 @@ def pool_row(rounds: int) -> dict:
             "compiled/torch": ratio(t["compiled"], t["torch"]), "same": same}
 
 
+def norm_rows(rounds: int) -> list:
+    """The tokenizer's norm + ReLU forward and backward at a 64-cloud batch's per-point shape:
+    torch's ops as autocast runs them (bf16 add, bf16 norm, ReLU) against the compiled pass."""
+    rows = []
+    for c, with_add in ((16, False), (32, True)):
+        g = torch.Generator().manual_seed(c)
+        x = torch.randn(4096, 32, c, generator=g).to(torch.bfloat16)
+        add = torch.randn(4096, c, generator=g).to(torch.bfloat16) if with_add else None
+        w, b = torch.randn(c, generator=g), torch.randn(c, generator=g)
+        grad = torch.randn(4096, 32, c, generator=g).to(torch.bfloat16)
+        norm = torch.nn.LayerNorm(c)
+        with torch.no_grad():
+            norm.weight.copy_(w)
+            norm.bias.copy_(b)
+
+        def torch_ops():
+            xr = x.clone().requires_grad_(True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = F.relu(norm(xr + add.unsqueeze(1) if with_add else xr))
+            y.backward(grad)
+
+        def compiled():
+            y, mean, rstd = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=add)
+            ops.layer_norm_relu_backward(grad, x, w, b, mean, rstd, add=add)
+
+        t = interleaved({"torch": torch_ops, "compiled": compiled}, rounds=rounds, warmup=2)
+        rows.append({"shape": f"131,072 x {c}" + (" + add" if with_add else ""),
+                     "torch_ms": round(t["torch"].median * 1e3, 2),
+                     "compiled_ms": round(t["compiled"].median * 1e3, 2),
+                     "compiled/torch": ratio(t["compiled"], t["torch"])})
+    return rows
+
+
 def step_rows(rounds: int, encoders, phases: dict) -> list:
     rows = []
     for encoder in encoders:
@@ -104,6 +140,7 @@ def run(device: torch.device, quick: bool = False) -> dict:
         log("[cpu_bf16] this CPU has no native bf16: the pool and the steps are skipped")
         return res
     res["pool"] = pool_row(3 if quick else 20)
+    res["norm"] = norm_rows(3 if quick else 20)
     encoders = ENCODERS[:1] if quick else ENCODERS
     phases = {k: PHASES[k] for k in ("baseline", "stage2")} if quick else PHASES
     res["steps"] = step_rows(2 if quick else 6, encoders, phases)
@@ -122,6 +159,11 @@ def report(res: dict) -> str:
         out.append(table([[f"{p['torch_ms']:.2f}", f"{p['compiled_ms']:.2f}",
                            f"{p['compiled/torch']['paired']:.2f}", "yes" if p["same"] else "NO"]],
                          ["bf16 pool torch.max ms", "compiled ms", "ratio", "same values"]))
+    if "norm" in res:
+        out.append(table([[r["shape"], f"{r['torch_ms']:.2f}", f"{r['compiled_ms']:.2f}",
+                           f"{r['compiled/torch']['paired']:.2f}"] for r in res["norm"]],
+                         ["norm + ReLU fwd+bwd", "torch autocast ops ms", "compiled ms",
+                          "ratio"]))
     if "steps" in res:
         out.append(table([[r["encoder"], r["phase"], f"{r['fp32_ms']:.0f}",
                            f"{r['bf16_ms']:.0f}", f"{r['bf16/fp32']['paired']:.2f}",

@@ -69,5 +69,9 @@ def test_cpu_bf16_benchmark_rows():
     if cpu_bf16.cpu_has_bf16():
         res["pool"] = cpu_bf16.pool_row(rounds=1)
         assert res["pool"]["same"]
+    res["norm"] = cpu_bf16.norm_rows(rounds=1)
+    assert [r["shape"] for r in res["norm"]] == ["131,072 x 16", "131,072 x 32 + add"]
+    assert all(r["torch_ms"] > 0 and r["compiled_ms"] > 0 for r in res["norm"])
     text = cpu_bf16.report(res)
     assert "attention() under autocast ms" in text and ("pool" not in res or "compiled" in text)
+    assert "norm + ReLU fwd+bwd" in text

@@ -1218,8 +1218,9 @@ def layer_norm_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     Why: under CPU autocast torch's bf16 layer norm, the ReLU and (in the Point-BERT
     tokenizer) the broadcast add before them are separate passes over the tokenizer's
     per-point activations (131,072 x 32 for 64 clouds, the largest tensors of a
-    ``pointbert-tiny`` step), and torch's bf16 norm is slower than its float32 one; here one
-    pass, 3 against 7-19 ms at 131,072 x 32 on one Sapphire Rapids core. The add rounds as
+    ``pointbert-tiny`` step); here one pass forward and one backward: 15.8 against 21.9 ms
+    forward + backward at 131,072 x 32 with the add, 6.0 against 8.9 ms at 131,072 x 16 (one
+    Sapphire Rapids core, interleaved, ``benchmarks/cpu_bf16.py``). The add rounds as
     torch's; the statistics are float32, summed in another order than torch's kernel, so an
     output may differ from the reference's by one bf16 rounding step (about 2 in 100,000
     values; ``tests/test_ops.py``)."""

@@ -118,8 +118,9 @@ def layer_norm_relu(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
 
     On a CPU bfloat16 ``x`` (a layer's output under CPU autocast) one compiled pass forward and
     one backward (:func:`mmmixlab.ops.layer_norm_relu_forward`), the same function as torch's
-    bf16 norm and ReLU (float32 statistics, bf16 output) in 3 against 7-19 ms at the 64-cloud
-    tokenizer's 131,072 x 32 (one Sapphire Rapids core). Its statistics are summed in another
+    bf16 norm and ReLU (float32 statistics, bf16 output): 6.0 against 8.9 ms forward + backward
+    at the 64-cloud tokenizer's 131,072 x 16 (one Sapphire Rapids core,
+    ``benchmarks/cpu_bf16.py``). Its statistics are summed in another
     order, so an output can differ from torch's by one bf16 rounding step (about 2 in 100,000
     here); its weight and bias gradients are summed in float64 (torch's were ~5% off); it is
     once-differentiable. Otherwise (float32, float64, another device) ``norm`` and an in-place

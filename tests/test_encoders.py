@@ -269,8 +269,9 @@ def test_max_pool_without_autograd_bf16_gives_the_same_bits():
 
 
 def test_pointbert_tokenizer_under_cpu_autocast_runs_the_compiled_norms(monkeypatch):
-    """Under CPU bf16 autocast the tokenizer takes the compiled norm (both layers) and the
-    fused pooled layer, and computes what torch's autocast ops compute: the same tokens (bf16
+    """Under CPU bf16 autocast the tokenizer takes the compiled norm (both layers), the fused
+    pooled layer and the last layer's pooled backward, and computes what torch's autocast ops
+    compute: the same tokens (bf16
     rounding apart), the gradient reaching the patches and every other parameter's within
     1%. The norms' own weight and bias gradients are not compared here: torch's bf16 norm
     backward is off by 5-30% against float64 at these sizes, so they are held against float64
@@ -300,8 +301,12 @@ def test_pointbert_tokenizer_under_cpu_autocast_runs_the_compiled_norms(monkeypa
     real = ops_module.layer_norm_relu_forward
     monkeypatch.setattr(ops_module, "layer_norm_relu_forward",
                         lambda *a, **k: calls.append(k.get("add") is not None) or real(*a, **k))
+    real_lm = ops_module.linear_max_rows_backward
+    monkeypatch.setattr(ops_module, "linear_max_rows_backward",
+                        lambda *a: calls.append("pooled last layer") or real_lm(*a))
     fused = run()
-    assert sorted(calls) == [False, True]  # the first norm alone, the second with its add
+    # the first norm alone, the second with its add; the last layer's pooled backward
+    assert sorted(calls, key=str) == [False, True, "pooled last layer"]
     monkeypatch.setattr(ops_module, "layer_norm_relu_fused_supported", lambda t: False)
     plain = run()
 

@@ -634,3 +634,56 @@ def test_scatter_add_rows_equals_torch(dtype):
         ops.scatter_add_rows_(out.clone(), indices + 1, values)
     with pytest.raises(ValueError, match=r"\(P, k, C\)"):
         ops.scatter_add_rows_(out.clone(), indices[:, :2], values)
+
+
+@pytest.mark.parametrize("p,k,c,o", [(150, 32, 32, 32), (70, 24, 7, 5)])
+def test_linear_max_rows_backward_matches_autograd(p, k, c, o):
+    """The tokenizer's last layer pooled over each patch, backward without the (P, k, O)
+    tensor: the gradient reaching x is autograd's (the dense bf16 products) bit for bit, the
+    weight's within bf16 rounding of it and closer to float64; ties (duplicated rows) send
+    each value's gradient to its first row only."""
+    g = torch.Generator().manual_seed(p + c)
+    x = torch.randn(p, k, c, generator=g).bfloat16()
+    x[:, 5] = x[:, 2]                                # tied rows, as ball-query padding makes
+    w = torch.randn(o, c, generator=g) * 0.3
+    values, indices = ops.max_over_rows(F.linear(x, w.bfloat16()))
+    grad = torch.randn(p, o, generator=g).bfloat16()
+    dx, dw = ops.linear_max_rows_backward(grad, x, w, indices)
+    xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        F.linear(xr, wr).max(dim=1).values.backward(grad)
+    assert dx.dtype == torch.bfloat16 and dw.dtype == torch.float32
+    assert torch.equal(dx.view(torch.int16), xr.grad.view(torch.int16))
+    assert not bool((dx[:, 5] != 0).any())          # a tie's gradient goes to its first row
+    ref_dx, ref_dw = ops.linear_max_rows_backward_reference(grad, x, w, indices)
+    assert torch.equal(ref_dx.view(torch.int16), dx.view(torch.int16))
+    exact = (ops.scatter_rows_reference(grad.double(), indices, k).reshape(-1, o).t()
+             @ x.double().reshape(-1, c))
+    assert (dw.double() - exact).abs().max() <= 1e-5 * exact.abs().max()
+    assert (wr.grad.double() - exact).abs().max() <= 1e-2 * exact.abs().max()  # bf16-rounded
+
+
+def test_linear_max_rows_backward_threads_and_errors():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1100, 32, 16, generator=g).bfloat16()   # 35,200 rows: split if 2 threads
+    w = torch.randn(8, 16, generator=g)
+    _, indices = ops.max_over_rows(F.linear(x, w.bfloat16()))
+    grad = torch.randn(1100, 8, generator=g).bfloat16()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.linear_max_rows_backward(grad, x, w, indices)
+        torch.set_num_threads(2)
+        two = ops.linear_max_rows_backward(grad, x, w, indices)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(_bits(one[0]), _bits(two[0])) and torch.equal(one[1], two[1])
+    # float32: the reference (autograd's products)
+    dx32, _ = ops.linear_max_rows_backward(grad.float(), x.float(), w, indices)
+    assert dx32.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"\(P, k >= 1, C\) and weight \(O, C\)"):
+        ops.linear_max_rows_backward(grad, x, w[:, :3], indices)
+    with pytest.raises(ValueError, match=r"grad and indices must be \(1100, 8\)"):
+        ops.linear_max_rows_backward(grad[:5], x, w, indices)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 32\)"):
+        ops.linear_max_rows_backward(grad, x, w, indices + 32)

@@ -121,18 +121,20 @@ class PatchTokenizer(nn.Module):
         f = first[3](h).view(b * g, k, -1)
         lin, norm, last = self.second[0], self.second[1], self.second[3]
         if ops.layer_norm_relu_fused_supported(f) and torch.is_autocast_enabled("cpu"):
+            # CPU bf16 autocast: the same layers in fewer passes over the per-point tensors
             a = _PoolBroadcastNormBF16.apply(f, lin.weight, lin.bias, norm.weight, norm.bias,
-                                             norm.eps).view(b * g * k, -1)
+                                             norm.eps)
+            pooled = _LinearMaxBF16.apply(a, last.weight)
         else:
             if _hand_backward(f):
                 h = _PoolBroadcastLinear.apply(f, lin.weight, lin.bias)
             else:  # the same function in plain ops (autocast, double backward, no grad)
                 h = _PoolBroadcastLinear.plain(f, lin.weight, lin.bias)
             a = layer_norm_relu(h.view(b * g * k, -1), norm)
+            pooled = max_pool(F.linear(a, last.weight).view(b * g, k, -1), dim=1)
         # max_k(W a_k + b) = max_k(W a_k) + b: the bias once per patch, not copied into every
         # point's row (rounding is monotonic, so the values are the same)
-        tokens = max_pool(F.linear(a, last.weight).view(b * g, k, -1), dim=1) + last.bias
-        return self.project(tokens).view(b, g, -1)
+        return self.project(pooled + last.bias).view(b, g, -1)
 
 
 def _hand_backward(x: torch.Tensor) -> bool:
@@ -216,6 +218,27 @@ class _PoolBroadcastNormBF16(torch.autograd.Function):
         dw = torch.cat([d_patch.t() @ pooled, dh.reshape(-1, out).t() @ f.reshape(-1, mid)],
                        dim=1)
         return df, dw.float(), d_patch.sum(0).float(), dnw, dnb, None
+
+
+class _LinearMaxBF16(torch.autograd.Function):
+    """``max_k (a W^T)``, the tokenizer's last layer pooled over each patch, under CPU bf16
+    autocast: forward as autocast runs it (the bf16 product, then the compiled pool with its
+    indices: the same values), backward without the (P, k, O) tensor autograd would rebuild
+    (:func:`mmmixlab.ops.linear_max_rows_backward`: each pooled gradient straight to its row;
+    ``a``'s gradient the same bits, the weight's summed in float64). Once differentiable.
+    a: (P, k, C) bf16; weight (O, C) float32."""
+
+    @staticmethod
+    def forward(ctx, a, weight):
+        values, indices = ops.max_over_rows(F.linear(a, weight.to(torch.bfloat16)))
+        ctx.save_for_backward(a, weight, indices)
+        return values
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        a, weight, indices = ctx.saved_tensors
+        return ops.linear_max_rows_backward(grad, a, weight, indices)
 
 
 class Block(nn.Module):

@@ -321,3 +321,37 @@ def test_trainer_retains_freed_memory_on_a_cpu_when_asked(monkeypatch, retain):
     Trainer(toy_cfg("baseline", **{"train.retain_freed_memory": retain}), toy_batches(),
             embed_dim=16, progress=False).fit()
     assert calls == ([1] if retain else [])
+
+
+def test_cpu_bf16_training_runs_the_compiled_tokenizer_paths(monkeypatch):
+    """A ``pointbert-tiny`` mm-mixing run at ``train.amp=bf16`` on the CPU (AMX or not: torch
+    emulates bf16 where the CPU lacks it) trains through the compiled bf16 tokenizer ops in both
+    stages, forward and backward, with finite losses, and records its precision."""
+    import mmmixlab.device as dev
+    from mmmixlab import ops
+
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)
+    calls = {"norm": 0, "norm_backward": 0, "pooled_backward": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(ops, "layer_norm_relu_forward",
+                        counted("norm", ops.layer_norm_relu_forward))
+    monkeypatch.setattr(ops, "layer_norm_relu_backward",
+                        counted("norm_backward", ops.layer_norm_relu_backward))
+    monkeypatch.setattr(ops, "linear_max_rows_backward",
+                        counted("pooled_backward", ops.linear_max_rows_backward))
+    cfg = toy_cfg("mm-mixing", **{"train.encoder": "pointbert-tiny", "train.amp": "bf16"})
+    trainer = Trainer(cfg, toy_batches(d=16), embed_dim=16, progress=False)
+    result = trainer.fit()
+    assert result.precision == "bf16"
+    assert [h["phase"] for h in result.history] == ["stage1", "stage2"]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+    steps = 2 * len(trainer.batches)  # one stage-1 and one stage-2 epoch
+    # per step: two norms a forward (A's targets in stage 2 too), two backward, one pooled
+    assert calls["norm"] >= 2 * steps and calls["norm_backward"] == 2 * steps
+    assert calls["pooled_backward"] == steps

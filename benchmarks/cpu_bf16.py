@@ -72,37 +72,39 @@ def pool_row(rounds: int) -> dict:
             "compiled/torch": ratio(t["compiled"], t["torch"]), "same": same}
 
 
+def norm_row(rounds: int, c: int, with_add: bool) -> dict:
+    """The tokenizer's norm + ReLU forward and backward at a 64-cloud batch's per-point shape,
+    ``c`` wide: torch's ops as autocast runs them (bf16 add, bf16 norm, ReLU) against the
+    compiled pass."""
+    g = torch.Generator().manual_seed(c)
+    x = torch.randn(4096, 32, c, generator=g).to(torch.bfloat16)
+    add = torch.randn(4096, c, generator=g).to(torch.bfloat16) if with_add else None
+    w, b = torch.randn(c, generator=g), torch.randn(c, generator=g)
+    grad = torch.randn(4096, 32, c, generator=g).to(torch.bfloat16)
+    norm = torch.nn.LayerNorm(c)
+    with torch.no_grad():
+        norm.weight.copy_(w)
+        norm.bias.copy_(b)
+
+    def torch_ops():
+        xr = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = F.relu(norm(xr + add.unsqueeze(1) if with_add else xr))
+        y.backward(grad)
+
+    def compiled():
+        _, mean, rstd = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=add)
+        ops.layer_norm_relu_backward(grad, x, w, b, mean, rstd, add=add)
+
+    t = interleaved({"torch": torch_ops, "compiled": compiled}, rounds=rounds, warmup=2)
+    return {"shape": f"131,072 x {c}" + (" + add" if with_add else ""),
+            "torch_ms": round(t["torch"].median * 1e3, 2),
+            "compiled_ms": round(t["compiled"].median * 1e3, 2),
+            "compiled/torch": ratio(t["compiled"], t["torch"])}
+
+
 def norm_rows(rounds: int) -> list:
-    """The tokenizer's norm + ReLU forward and backward at a 64-cloud batch's per-point shape:
-    torch's ops as autocast runs them (bf16 add, bf16 norm, ReLU) against the compiled pass."""
-    rows = []
-    for c, with_add in ((16, False), (32, True)):
-        g = torch.Generator().manual_seed(c)
-        x = torch.randn(4096, 32, c, generator=g).to(torch.bfloat16)
-        add = torch.randn(4096, c, generator=g).to(torch.bfloat16) if with_add else None
-        w, b = torch.randn(c, generator=g), torch.randn(c, generator=g)
-        grad = torch.randn(4096, 32, c, generator=g).to(torch.bfloat16)
-        norm = torch.nn.LayerNorm(c)
-        with torch.no_grad():
-            norm.weight.copy_(w)
-            norm.bias.copy_(b)
-
-        def torch_ops():
-            xr = x.clone().requires_grad_(True)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                y = F.relu(norm(xr + add.unsqueeze(1) if with_add else xr))
-            y.backward(grad)
-
-        def compiled():
-            y, mean, rstd = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=add)
-            ops.layer_norm_relu_backward(grad, x, w, b, mean, rstd, add=add)
-
-        t = interleaved({"torch": torch_ops, "compiled": compiled}, rounds=rounds, warmup=2)
-        rows.append({"shape": f"131,072 x {c}" + (" + add" if with_add else ""),
-                     "torch_ms": round(t["torch"].median * 1e3, 2),
-                     "compiled_ms": round(t["compiled"].median * 1e3, 2),
-                     "compiled/torch": ratio(t["compiled"], t["torch"])})
-    return rows
+    return [norm_row(rounds, 16, False), norm_row(rounds, 32, True)]
 
 
 def step_rows(rounds: int, encoders, phases: dict) -> list:

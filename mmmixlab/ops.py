@@ -990,9 +990,8 @@ def scatter_add_rows_(out: torch.Tensor, indices: torch.Tensor,
     if not (HAVE_NUMBA and out.is_cpu and out.dtype == torch.bfloat16 and out.is_contiguous()
             and values.dtype == torch.bfloat16 and indices.dtype == torch.int64):
         return scatter_add_rows_reference(out, indices, values)
-    _scatter_add_rows_bf16_kernel(out.view(torch.uint16).numpy(),
-                                  indices.contiguous().numpy(),
-                                  values.detach().contiguous().view(torch.uint16).numpy())
+    _scatter_add_rows_bf16_kernel(_bf16_bits(out), indices.contiguous().numpy(),
+                                  _bf16_bits(values))
     return out
 
 
@@ -1184,7 +1183,8 @@ _NO_ADD = np.zeros((0, 0), dtype=np.uint16)
 
 
 def _ln_layout(x: torch.Tensor, weight, bias, add):
-    """Checks; ``(rows as (R, C) uint16 bits, add bits or an empty array, k, rows per block)``."""
+    """Checks; ``(rows as (R, C) uint16 bits, add bits or an empty array, k, rows per block)``
+    (numpy views)."""
     if x.dim() < 1 or x.shape[-1] == 0:
         raise ValueError(f"x must have a non-empty last dimension, got {tuple(x.shape)}")
     c = x.shape[-1]
@@ -1194,7 +1194,7 @@ def _ln_layout(x: torch.Tensor, weight, bias, add):
     if not layer_norm_relu_fused_supported(x):
         raise ValueError(f"the compiled layer norm takes CPU bfloat16, got {x.dtype} on "
                          f"{x.device}; use layer_norm_relu_reference")
-    bits = x.detach().contiguous().view(torch.uint16).reshape(-1, c)
+    bits = _bf16_bits(x).reshape(-1, c)
     if add is None:
         return bits, _NO_ADD, 0, _LN_BLOCK
     if x.dim() != 3 or add.shape != (x.shape[0], c) or add.dtype != x.dtype or not add.is_cpu:
@@ -1203,8 +1203,7 @@ def _ln_layout(x: torch.Tensor, weight, bias, add):
     k = x.shape[1]
     if k == 0:
         raise ValueError(f"x has no rows per group: {tuple(x.shape)}")
-    qbits = add.detach().contiguous().view(torch.uint16).numpy()
-    return bits, qbits, k, k * max(1, _LN_BLOCK // k)
+    return bits, _bf16_bits(add), k, k * max(1, _LN_BLOCK // k)
 
 
 def layer_norm_relu_fused_supported(x: torch.Tensor) -> bool:
@@ -1233,9 +1232,8 @@ def layer_norm_relu_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     rstd = torch.empty(rows, dtype=torch.float32)
     w = weight.detach().float().contiguous().numpy()
     b = bias.detach().float().contiguous().numpy()
-    _run_blocks(_ln_relu_fwd_blocks, rows, block,
-                   (bits.numpy(), qbits, k, w, b, np.float32(eps), relu),
-                   (y.numpy(), mean.numpy(), rstd.numpy()))
+    _run_blocks(_ln_relu_fwd_blocks, rows, block, (bits, qbits, k, w, b, np.float32(eps), relu),
+                (y.numpy(), mean.numpy(), rstd.numpy()))
     return y.view(torch.bfloat16).view(x.shape), mean, rstd
 
 
@@ -1252,7 +1250,7 @@ def layer_norm_relu_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.
     rows, c = bits.shape
     if grad.shape != x.shape:
         raise ValueError(f"grad must have x's shape {tuple(x.shape)}, got {tuple(grad.shape)}")
-    gbits = grad.detach().to(torch.bfloat16).contiguous().view(torch.uint16).reshape(-1, c)
+    gbits = _bf16_bits(grad.to(torch.bfloat16)).reshape(-1, c)
     blocks = -(-rows // block)
     dx = torch.empty((rows, c), dtype=torch.uint16)
     dw_parts = np.empty((blocks, c), dtype=np.float64)
@@ -1261,9 +1259,8 @@ def layer_norm_relu_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.
     w = weight.detach().float().contiguous().numpy()
     b = bias.detach().float().contiguous().numpy()
     _run_blocks(_ln_relu_bwd_blocks, rows, block,
-                   (bits.numpy(), qbits, k, gbits.numpy(), w, b, relu, mean.numpy(),
-                    rstd.numpy()),
-                   (dx.numpy(), dw_parts, db_parts, dq.numpy()))
+                (bits, qbits, k, gbits, w, b, relu, mean.numpy(), rstd.numpy()),
+                (dx.numpy(), dw_parts, db_parts, dq.numpy()))
     dw = torch.from_numpy(dw_parts.sum(0)).to(weight.dtype)
     db = torch.from_numpy(db_parts.sum(0)).to(bias.dtype)
     dadd = dq.to(add.dtype) if k else None

@@ -559,7 +559,7 @@ def test_layer_norm_relu_backward_matches_float64(with_add):
     p, k, c = 150, 24, 32
     x, add, w, b = _ln_case(p, k, c, seed=11)
     a = add if with_add else None
-    y, mean, rstd = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=a)
+    _, mean, rstd = ops.layer_norm_relu_forward(x, w, b, 1e-5, add=a)
     grad = torch.randn(p, k, c, generator=torch.Generator().manual_seed(2)).bfloat16()
     dx, dw, db, dadd = ops.layer_norm_relu_backward(grad, x, w, b, mean, rstd, add=a)
 
@@ -646,7 +646,7 @@ def test_linear_max_rows_backward_matches_autograd(p, k, c, o):
     x = torch.randn(p, k, c, generator=g).bfloat16()
     x[:, 5] = x[:, 2]                                # tied rows, as ball-query padding makes
     w = torch.randn(o, c, generator=g) * 0.3
-    values, indices = ops.max_over_rows(F.linear(x, w.bfloat16()))
+    _, indices = ops.max_over_rows(F.linear(x, w.bfloat16()))
     grad = torch.randn(p, o, generator=g).bfloat16()
     dx, dw = ops.linear_max_rows_backward(grad, x, w, indices)
     xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
@@ -655,7 +655,7 @@ def test_linear_max_rows_backward_matches_autograd(p, k, c, o):
     assert dx.dtype == torch.bfloat16 and dw.dtype == torch.float32
     assert torch.equal(dx.view(torch.int16), xr.grad.view(torch.int16))
     assert not bool((dx[:, 5] != 0).any())          # a tie's gradient goes to its first row
-    ref_dx, ref_dw = ops.linear_max_rows_backward_reference(grad, x, w, indices)
+    ref_dx, _ = ops.linear_max_rows_backward_reference(grad, x, w, indices)
     assert torch.equal(ref_dx.view(torch.int16), dx.view(torch.int16))
     exact = (ops.scatter_rows_reference(grad.double(), indices, k).reshape(-1, o).t()
              @ x.double().reshape(-1, c))

@@ -203,7 +203,7 @@ class _PoolBroadcastNormBF16(torch.autograd.Function):
                                                     add=per_patch)
         ctx.save_for_backward(f, pooled, arg, w, per_point, per_patch, norm_weight, norm_bias,
                               mean, rstd)
-        ctx.eps = eps
+        ctx.dtypes = weight.dtype, bias.dtype
         return a
 
     @staticmethod
@@ -217,7 +217,7 @@ class _PoolBroadcastNormBF16(torch.autograd.Function):
         ops.scatter_add_rows_(df, arg, d_patch @ w[:, :mid])
         dw = torch.cat([d_patch.t() @ pooled, dh.reshape(-1, out).t() @ f.reshape(-1, mid)],
                        dim=1)
-        return df, dw.float(), d_patch.sum(0).float(), dnw, dnb, None
+        return df, dw.to(ctx.dtypes[0]), d_patch.sum(0).to(ctx.dtypes[1]), dnw, dnb, None
 
 
 class _LinearMaxBF16(torch.autograd.Function):

@@ -53,8 +53,18 @@ __all__ = [
     "group",
     "index_points",
     "knn",
+    "layer_norm_relu_backward",
+    "layer_norm_relu_forward",
+    "layer_norm_relu_fused_supported",
+    "layer_norm_relu_reference",
+    "linear_max_rows_backward",
+    "linear_max_rows_backward_reference",
     "max_over_rows",
     "max_over_rows_reference",
+    "scatter_add_rows_",
+    "scatter_add_rows_reference",
+    "scatter_rows",
+    "scatter_rows_reference",
 ]
 
 # Upper bound on the elements of one (B, chunk, N) distance block in knn / ball_query: keeps the

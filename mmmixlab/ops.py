@@ -1,4 +1,6 @@
-"""Point-cloud primitives: farthest point sampling, k-nearest neighbours, ball query, grouping.
+"""Point-cloud primitives: farthest point sampling, k-nearest neighbours, ball query, grouping;
+and the Point-BERT tokenizer's compiled CPU kernels (the max-pool and its gradients, the bf16
+layer norm + ReLU, the pooled last layer's bf16 backward), each next to its torch reference.
 
 Why these live here, in plain PyTorch: the peer code bases rely on CUDA-only extensions
 (pointnet2 ops) for the same four operations, and those fail to build for many users. Every

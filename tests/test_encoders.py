@@ -223,19 +223,26 @@ def test_narrow_input_linear_is_a_drop_in_linear():
         assert "NarrowInputLinear" not in type(narrow32(x.float()).grad_fn).__name__
 
 
+def _pool_cases(p: int, dtype: torch.dtype, special: float) -> torch.Tensor:
+    """(p, 32, 24) patches where a pool's rules bite: exact ties (as ball-query padding makes),
+    a signed-zero tie, ``special`` (inf or NaN) in one column, a column of -inf."""
+    torch.manual_seed(3)
+    x = torch.randn(p, 32, 24).to(dtype)
+    x[:, 7] = x[:, 2]
+    x[0, :, 0] = 0.0
+    x[0, 5, 0] = -0.0
+    x[1, 3, 1] = special
+    x[2, :, 2] = float("-inf")
+    return x
+
+
 def test_max_pool_without_autograd_gives_the_same_bits():
     """``max_pool`` takes ``amax`` when nothing records a gradient: the same values, bit for bit
     (ties from duplicated rows, signed zeros, infinities), and ``max`` with its lowest-index
     tie rule when autograd records: the gradient of a tie goes to its first row only."""
     from mmmixlab.encoders.common import max_pool
 
-    torch.manual_seed(3)
-    x = torch.randn(64, 32, 24)
-    x[:, 7] = x[:, 2]                     # exact ties, as ball-query padding makes
-    x[0, :, 0] = 0.0
-    x[0, 5, 0] = -0.0                     # a signed-zero tie
-    x[1, 3, 1] = float("inf")
-    x[2, :, 2] = float("-inf")
+    x = _pool_cases(64, torch.float32, float("inf"))
     ref = x.max(dim=1, keepdim=True).values
     with torch.no_grad():
         got = max_pool(x, dim=1, keepdim=True)
@@ -252,13 +259,7 @@ def test_max_pool_without_autograd_bf16_gives_the_same_bits():
     compiled scan: torch.max's values bit for bit, NaN, ties and signed zeros included."""
     from mmmixlab.encoders.common import max_pool
 
-    torch.manual_seed(3)
-    x = torch.randn(40, 32, 24).bfloat16()
-    x[:, 7] = x[:, 2]
-    x[0, :, 0] = 0.0
-    x[0, 5, 0] = -0.0
-    x[1, 3, 1] = float("nan")
-    x[2, :, 2] = float("-inf")
+    x = _pool_cases(40, torch.bfloat16, float("nan"))
     ref = x.max(dim=1, keepdim=True).values
     with torch.no_grad():
         got = max_pool(x, dim=1, keepdim=True)

@@ -31,6 +31,11 @@ def values_checked():
         _VALUES.checked = before
 
 
+def values_are_checked() -> bool:
+    """Whether the caller is inside :func:`values_checked` (value scans skipped)."""
+    return getattr(_VALUES, "checked", False)
+
+
 def check_points(points: torch.Tensor, name: str = "points", channels: Sequence[int] = (3, 6),
                  allow_empty: bool = False) -> torch.Tensor:
     """Validate a batch of point clouds of shape (B, N, C) (finite values too, unless inside
@@ -47,7 +52,7 @@ def check_points(points: torch.Tensor, name: str = "points", channels: Sequence[
                          f"(last dim), got shape {tuple(points.shape)}")
     if not allow_empty and (b == 0 or n == 0):
         raise ValueError(f"{name} is empty: shape {tuple(points.shape)}")
-    if not getattr(_VALUES, "checked", False) and not torch.isfinite(points).all():
+    if not values_are_checked() and not torch.isfinite(points).all():
         bad = (~torch.isfinite(points)).flatten(1).any(1).nonzero().flatten().tolist()
         raise ValueError(f"{name} contains NaN or inf values (clouds {bad[:10]})")
     return points

@@ -148,6 +148,10 @@ class TrainConfig:
     # the same numbers); process-wide once set
     retain_freed_memory: bool = True
     grad_cache_chunk: int = 0     # >0: gradient caching, encoder run in chunks of this size
+    # the unmixed clouds' patches (FPS + grouping) computed once a step for every encoder and
+    # pass that reads them (A's targets and B's unmixed rows in stage 2; A and B in one-stage):
+    # the same indices, the same numbers bit for bit (encoders.common.PatchIndex)
+    share_patches: bool = True
     deterministic: bool = False   # deterministic kernels (slower on GPU; CPU is already)
     log_every: int = 1            # steps between log.jsonl lines (0 = epochs only)
     stage2_init: str = "scratch"  # "scratch": a new encoder, as the paper; "stage1": copy A

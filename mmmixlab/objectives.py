@@ -24,7 +24,7 @@ overrides it: the live A, detached). The trainer (:mod:`mmmixlab.train`) runs th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -141,7 +141,8 @@ class StepContext:
     ``mix``: the :class:`~mmmixlab.config.MixConfig`; ``gather``: rows of all ranks;
     ``draw_mixing(b)``: ``(partner, lam)`` for a batch of ``b``; ``input_mix(p1, p2, lam)``: an
     :class:`~mmmixlab.mixing.InputMix` (eqs. 2-3) from the trainer's random stream;
-    ``encode(name, points)``: encoder ``name``'s (normalised) features under the step's precision.
+    ``encode(name, points, plan=None)``: encoder ``name``'s (normalised) features under the
+    step's precision (with ``plan``, the plan's unmixed clouds' patches are cut once a step).
     """
 
     mix = None
@@ -155,7 +156,7 @@ class StepContext:
     def input_mix(self, p1, p2, lam):  # pragma: no cover
         raise NotImplementedError
 
-    def encode(self, name: str, points):  # pragma: no cover
+    def encode(self, name: str, points, plan=None):  # pragma: no cover
         raise NotImplementedError
 
 
@@ -163,11 +164,17 @@ class StepContext:
 class StepPlan:
     """One step of a phase before any encoder ran: the batch's clouds, what each encoder it
     runs encodes (``{"A"|"B": clouds}``, input-mixed rows first, then the unmixed ones with
-    ``align_unmixed``), and the :class:`Alignment` (frozen targets and the mixing draw)."""
+    ``align_unmixed``), and the :class:`Alignment` (frozen targets and the mixing draw).
+
+    ``unmixed_from[name]``: the row of ``inputs[name]`` from which it holds ``points`` (the
+    unmixed clouds) to its end, where it does; ``patch_memo``: the unmixed clouds' patches,
+    cut once a step for every encoder and pass that reads them (the trainer fills it)."""
 
     points: torch.Tensor
     inputs: dict
     alignment: Alignment
+    unmixed_from: dict = field(default_factory=dict)
+    patch_memo: dict = field(default_factory=dict, repr=False)
 
 
 class Phase:
@@ -205,12 +212,15 @@ class Phase:
             al.lam_x = al.lam
         return al
 
-    def _input_mixed(self, points, al: Alignment, ctx: StepContext) -> torch.Tensor:
+    def _input_mixed(self, points, al: Alignment, ctx: StepContext) -> tuple:
         """Eqs. 2-3 on each row and its partner; ``al.lam_x`` becomes the exact ratio kept.
-        Returns the clouds to encode: mixed rows, then the unmixed ones with align_unmixed."""
+        Returns the clouds to encode (mixed rows, then the unmixed ones with align_unmixed)
+        and the row where the unmixed ones start (None without them)."""
         im = ctx.input_mix(points, points[al.partner], al.lam)
         al.lam_x = im.lam
-        return torch.cat([im.points, points]) if al.align_unmixed else im.points
+        if al.align_unmixed:
+            return torch.cat([im.points, points]), im.points.shape[0]
+        return im.points, None
 
     def plan(self, batch, ctx: StepContext) -> StepPlan:
         """What this phase feeds the encoders for ``batch`` and a fresh mixing draw."""
@@ -231,7 +241,8 @@ class Baseline(Phase):
     name, mixes = "baseline", False
 
     def plan(self, batch, ctx):
-        return StepPlan(batch.points, {"A": batch.points}, self._alignment(batch, ctx))
+        return StepPlan(batch.points, {"A": batch.points}, self._alignment(batch, ctx),
+                        unmixed_from={"A": 0})
 
     def loss(self, plan, feats, scales, ctx):
         loss = baseline_objective(feats["A"], plan.alignment, scales["A"],
@@ -248,7 +259,8 @@ class FeatureMixing(Phase):
     name = "stage1"
 
     def plan(self, batch, ctx):
-        return StepPlan(batch.points, {"A": batch.points}, self._alignment(batch, ctx))
+        return StepPlan(batch.points, {"A": batch.points}, self._alignment(batch, ctx),
+                        unmixed_from={"A": 0})
 
     def stage1_term(self, plan, feats, scales, ctx):
         return stage1_objective(feats["A"], plan.alignment, scales["A"],
@@ -271,7 +283,8 @@ class InputMixing(Phase):
 
     def plan(self, batch, ctx):
         al = self._alignment(batch, ctx)
-        return StepPlan(batch.points, {"A": self._input_mixed(batch.points, al, ctx)}, al)
+        clouds, unmixed_from = self._input_mixed(batch.points, al, ctx)
+        return StepPlan(batch.points, {"A": clouds}, al, unmixed_from={"A": unmixed_from})
 
     def loss(self, plan, feats, scales, ctx):
         b, fa = plan.points.shape[0], feats["A"]
@@ -292,13 +305,14 @@ class Stage2(Phase):
 
     def plan(self, batch, ctx):
         al = self._alignment(batch, ctx)
-        return StepPlan(batch.points, {"B": self._input_mixed(batch.points, al, ctx)}, al)
+        clouds, unmixed_from = self._input_mixed(batch.points, al, ctx)
+        return StepPlan(batch.points, {"B": clouds}, al, unmixed_from={"B": unmixed_from})
 
     def point_target(self, plan, feats, ctx) -> torch.Tensor:
         """m^P before mixing: A's features of the unmixed clouds. The one place the stage-2
         point target is built (change it here)."""
         with torch.no_grad():
-            return ctx.encode("A", plan.points)
+            return ctx.encode("A", plan.points, plan)
 
     def stage2_term(self, plan, feats, scales, ctx):
         b, fb = plan.points.shape[0], feats["B"]
@@ -323,8 +337,9 @@ class Joint(Stage2):
 
     def plan(self, batch, ctx):
         al = self._alignment(batch, ctx)
-        return StepPlan(batch.points, {"A": batch.points,
-                                       "B": self._input_mixed(batch.points, al, ctx)}, al)
+        clouds, unmixed_from = self._input_mixed(batch.points, al, ctx)
+        return StepPlan(batch.points, {"A": batch.points, "B": clouds}, al,
+                        unmixed_from={"A": 0, "B": unmixed_from})
 
     def point_target(self, plan, feats, ctx):
         return feats["A"].detach()

@@ -60,10 +60,12 @@ from .checkpoints import (
 from .config import RunConfig
 from .device import autocast_dtype, precision_name, resolve_device, retain_freed_memory
 from .encoders import create_point_encoder
+from .encoders.common import PatchIndex
 from .fileio import atomic_path
 from .losses import LogitScale
 from .mixing import input_mix, pair_indices, sample_lambda
-from .objectives import Baseline, FeatureMixing, InputMixing, Joint, Phase, Stage2, StepContext
+from .objectives import (Baseline, FeatureMixing, InputMixing, Joint, Phase, Stage2, StepContext,
+                         StepPlan)
 from .runlog import RunLog
 
 CHECKPOINT_NAME = "last.pt"
@@ -365,15 +367,50 @@ class Trainer(StepContext):
     def gather(self, x):
         return dist_utils.gather(x)
 
-    def encode(self, name: str, points: torch.Tensor) -> torch.Tensor:
+    def encode(self, name: str, points: torch.Tensor, plan: Optional[StepPlan] = None
+               ) -> torch.Tensor:
+        """Encoder ``name``'s features of ``points`` (normalised before mixing, by default)
+        under the step's precision. With ``plan``, the step's :class:`StepPlan`, and ``points``
+        its unmixed clouds or its input for ``name``, the unmixed clouds' patches are cut once
+        a step and shared by every pass that reads them (``train.share_patches``)."""
+        return self._encode(name, points, self.patch_index(name, points, plan))
+
+    def _encode(self, name: str, points: torch.Tensor, patches=None) -> torch.Tensor:
         # values_checked: check_batch scanned the batch on the CPU; the encoders' own scan
         # would be a host sync per forward on an accelerator (shapes are still checked)
+        kwargs = {} if patches is None else {"patches": patches}
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype is not None), values_checked():
-            feats = self.forward_modules[name](points)
+            feats = self.forward_modules[name](points, **kwargs)
         feats = feats.float()
         return F.normalize(feats, dim=-1) if self.cfg.mix.normalize_before_mix else feats
 
+    def patch_index(self, name: str, points: torch.Tensor, plan: Optional[StepPlan]
+                    ) -> Optional[PatchIndex]:
+        """Where encoder ``name`` cuts ``points`` into patches, with the rows that are the
+        plan's unmixed clouds taken from the plan's memo (cut once a step per
+        ``patch_key``); None (the encoder cuts them itself) without a plan, for an encoder
+        without patches or with a random FPS start, for clouds that are not the plan's, or
+        with ``train.share_patches`` off."""
+        enc = self.encoders[name]
+        key = getattr(enc, "patch_key", None)
+        if plan is None or key is None or not self.cfg.train.share_patches:
+            return None
+        if points is plan.points:
+            start = 0
+        elif points is plan.inputs.get(name) and plan.unmixed_from.get(name) is not None:
+            start = plan.unmixed_from[name]
+        else:
+            return None
+        if points.shape[0] - start != plan.points.shape[0]:
+            raise ValueError(f"plan input {name!r} has {points.shape[0]} clouds; its unmixed "
+                             f"rows from {start} should be the batch's {plan.points.shape[0]}")
+        with torch.no_grad():
+            shared = plan.patch_memo.get(key)
+            if shared is None:
+                shared = plan.patch_memo[key] = enc.patch_index(plan.points)
+            return shared if start == 0 else PatchIndex.cat([enc.patch_index(points[:start]),
+                                                             shared])
 
     def draw_mixing(self, b: int):
         mc, g = self.cfg.mix, self.local_generator
@@ -389,16 +426,16 @@ class Trainer(StepContext):
 
     # -- losses -------------------------------------------------------------------------------
     def _plan(self, phase: Phase, batch: Batch):
-        """The inputs each trained encoder sees in this step, and the loss as a function of
-        their features (the phase's :meth:`~mmmixlab.objectives.Phase.loss`). Split this way
-        so gradient caching can run the encoders in chunks.
+        """The step's :class:`StepPlan` (the inputs each trained encoder sees) and the loss as
+        a function of their features (the phase's :meth:`~mmmixlab.objectives.Phase.loss`).
+        Split this way so gradient caching can run the encoders in chunks.
 
         Pairs are formed within each rank's batch (mixing needs no cross-rank exchange of
         clouds); the mixed features are then gathered so every loss is over the global batch.
         """
         plan = phase.plan(batch, self)
         scales = {n: s() for n, s in self.logit_scales.items()}
-        return plan.inputs, lambda feats: phase.loss(plan, feats, scales, self)
+        return plan, lambda feats: phase.loss(plan, feats, scales, self)
 
     def compute_loss(self, phase_name: str, batch: Batch) -> tuple[torch.Tensor, dict]:
         """The loss of one batch in the named phase (no backward, no optimizer step); for
@@ -407,35 +444,38 @@ class Trainer(StepContext):
         if phase is None:
             raise ValueError(f"variant {self.cfg.train.variant!r} has no phase {phase_name!r}; "
                              f"it has {[p.name for p in self.phases]}")
-        inputs, step_loss = self._plan(phase, check_batch(batch).to(self.device))
-        return step_loss({n: self.encode(n, x) for n, x in inputs.items()})
+        plan, step_loss = self._plan(phase, check_batch(batch).to(self.device))
+        return step_loss({n: self.encode(n, x, plan) for n, x in plan.inputs.items()})
 
     def _forward_backward(self, phase: Phase, batch: Batch):
         """Loss and gradients of one step; with ``grad_cache_chunk`` > 0 the encoders run in
         chunks (gradient caching: features first without a graph, the loss's gradient with
         respect to them, then each chunk re-encoded and back-propagated with its slice of that
         gradient), which gives the same gradients as the whole batch with a chunk's memory."""
-        inputs, step_loss = self._plan(phase, batch)
-        chunk = self.cfg.train.grad_cache_chunk
+        plan, step_loss = self._plan(phase, batch)
+        inputs, chunk = plan.inputs, self.cfg.train.grad_cache_chunk
         if not chunk:
-            loss, terms = step_loss({n: self.encode(n, x) for n, x in inputs.items()})
+            loss, terms = step_loss({n: self.encode(n, x, plan) for n, x in inputs.items()})
             self.scaler.scale(loss).backward()
             return loss, terms
+        # the patches are cut once and reused by both passes over each chunk
+        pieces = {n: list(zip(x.split(chunk), _split_patches(self.patch_index(n, x, plan),
+                                                             chunk, len(x))))
+                  for n, x in inputs.items()}
         with torch.no_grad():
-            cached = {n: torch.cat([self.encode(n, c) for c in x.split(chunk)])
-                      for n, x in inputs.items()}
+            cached = {n: torch.cat([self._encode(n, c, p) for c, p in ps])
+                      for n, ps in pieces.items()}
         leaves = {n: f.detach().requires_grad_(True) for n, f in cached.items()}
         loss, terms = step_loss(leaves)
         self.scaler.scale(loss).backward()
-        for n, x in inputs.items():
-            grads = leaves[n].grad
-            pieces = list(zip(x.split(chunk), grads.split(chunk)))
+        for n, ps in pieces.items():
+            grads = leaves[n].grad.split(chunk)
             module = self.forward_modules[n]
-            for i, (c, g) in enumerate(pieces):
-                sync = i == len(pieces) - 1 or not hasattr(module, "no_sync")
+            for i, ((c, p), g) in enumerate(zip(ps, grads)):
+                sync = i == len(ps) - 1 or not hasattr(module, "no_sync")
                 ctx = contextlib.nullcontext() if sync else module.no_sync()
                 with ctx:
-                    self.encode(n, c).backward(g)
+                    self._encode(n, c, p).backward(g)
         return loss, terms
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -678,9 +718,15 @@ class Trainer(StepContext):
                        opt=opt, sched=sched)
 
 
+def _split_patches(index: Optional[PatchIndex], chunk: int, rows: int) -> list:
+    """``index`` in the chunks ``points.split(chunk)`` makes (Nones without an index)."""
+    return index.split(chunk) if index is not None else [None] * -(-rows // chunk)
+
+
 # Settings that may change between a run and its resumption: where and how fast it runs, and
 # how often it writes, but nothing that changes the computation.
 RESUME_MAY_CHANGE = ("train.device", "train.num_threads", "train.retain_freed_memory",
+                     "train.share_patches",
                      "train.checkpoint_every", "train.eval_every", "train.log_every",
                      "data.num_workers", "data.prefetch_factor", "data.max_bad_share")
 # What only stage 2 reads (or names the run): an fm run and an mm-mixing run that agree on all

@@ -423,3 +423,76 @@ def test_transformer_encoders_attend_through_the_shared_helper(name, monkeypatch
         feats = enc(torch.rand(2, 1024, 6) * 2 - 1)
     depth = len(enc.blocks) if name == "pointbert-tiny" else len(enc.ppat.transformer.layers)
     assert len(calls) == depth >= 1 and torch.isfinite(feats.float()).all()
+
+
+# --- patches cut once and passed in (train.share_patches) ------------------------------------
+_PATCHED = [("pointbert-tiny", {"grouping": "ball"}), ("pointbert-tiny", {"grouping": "knn"}),
+            ("openshape-pointbert-tiny", {})]
+
+
+@pytest.mark.parametrize("name,overrides", _PATCHED)
+def test_given_patch_index_gives_the_features_of_patches_cut_inside(name, overrides):
+    """``forward(points, patches=patch_index(points))`` is ``forward(points)`` bit for bit,
+    forward and backward; and a batch's index is its rows' indices stacked (``PatchIndex.cat``):
+    the row independence the trainer's sharing relies on (A's unmixed clouds are B's last rows)."""
+    from mmmixlab.encoders.common import PatchIndex
+    torch.manual_seed(0)
+    enc = create_point_encoder(name, out_dim=16, **overrides, **SMALL.get(name, {}))
+    x = _clouds(6, 300, 6, seed=2)
+    x[1] = x[0]  # a duplicated cloud, and a cloud of repeated points
+    x[2, 150:] = x[2, :150]
+    own = enc(x)
+    own.square().sum().backward()
+    grads = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    index = enc.patch_index(x)
+    given = enc(x, patches=index)
+    given.square().sum().backward()
+    assert torch.equal(own, given)
+    assert all(torch.equal(a, p.grad) for a, p in zip(grads, enc.parameters()))
+    parts = PatchIndex.cat([enc.patch_index(x[:4]), enc.patch_index(x[4:])])
+    assert torch.equal(parts.centers, index.centers)
+    assert torch.equal(parts.neighbors, index.neighbors)
+    chunks = index.split(4)
+    assert [c.centers.shape[0] for c in chunks] == [4, 2]
+    assert torch.equal(chunks[1].neighbors, index.rows(slice(4, 6)).neighbors)
+    # another cut gives other features: the index is really used
+    shifted = PatchIndex(index.centers.roll(1, dims=0), index.neighbors.roll(1, dims=0))
+    assert not torch.equal(enc(x, patches=shifted), given)
+
+
+def test_a_random_fps_start_is_never_shared():
+    enc = create_point_encoder("openshape-pointbert-tiny", out_dim=16, fps_start="random")
+    assert enc.patch_key is None
+    first = create_point_encoder("openshape-pointbert-tiny", out_dim=16)
+    pb = create_point_encoder("pointbert-tiny", out_dim=16)
+    # keys tell cuts apart: OpenShape's ball query includes the radius, this project's not
+    assert first.patch_key is not None and first.patch_key != pb.patch_key
+    assert pb.patch_key != create_point_encoder("pointbert-tiny", out_dim=16,
+                                                group_size=16).patch_key
+
+
+@pytest.mark.parametrize("name", ["pointbert-tiny", "openshape-pointbert-tiny"])
+def test_bad_patch_index_is_refused(name):
+    from mmmixlab.checks import values_checked
+    from mmmixlab.encoders.common import PatchIndex
+    enc = create_point_encoder(name, out_dim=16, **SMALL.get(name, {}))
+    x = _clouds(3, 200, 6)
+    good = enc.patch_index(x)
+    with pytest.raises(TypeError, match="PatchIndex"):
+        enc(x, patches=(good.centers, good.neighbors, None))
+    with pytest.raises(ValueError, match=r"patches.centers must have shape \(3, "):
+        enc(x, patches=good.rows(slice(0, 2))._replace(neighbors=good.neighbors))
+    with pytest.raises(ValueError, match=r"patches.neighbors must have shape"):
+        enc(x, patches=PatchIndex(good.centers, good.neighbors[..., :-1]))
+    with pytest.raises(ValueError, match="int64"):
+        enc(x, patches=PatchIndex(good.centers.int(), good.neighbors))
+    bad = good.neighbors.clone()
+    bad[1, 0, 0] = 200
+    with pytest.raises(ValueError, match=r"outside \[0, 200\)"):
+        enc(x, patches=PatchIndex(good.centers, bad))
+    with pytest.raises(ValueError, match=r"outside \[0, 200\)"):
+        enc(x, patches=PatchIndex(good.centers - 1, good.neighbors))
+    with values_checked():  # the trainer's own indices: the range scan is skipped, shapes not
+        with pytest.raises(ValueError, match="patches.centers must have shape"):
+            enc(x[:2], patches=good)

@@ -179,8 +179,8 @@ def test_gradient_reaches_exactly_the_trained_encoders(phase):
     trainer, batch, step = setting(phase)
     for e in trainer.encoders.values():  # even if asked to, a frozen A gets nothing
         e.requires_grad_(True)
-    inputs, step_loss = trainer._plan(step, batch)
-    loss, _ = step_loss({n: trainer.encode(n, x) for n, x in inputs.items()})
+    plan, step_loss = trainer._plan(step, batch)
+    loss, _ = step_loss({n: trainer.encode(n, x, plan) for n, x in plan.inputs.items()})
     loss.backward()
     for name, enc in trainer.encoders.items():
         got = grads(enc)

@@ -143,14 +143,14 @@ def test_two_gloo_ranks_equal_one_process_on_the_whole_batch(tmp_path):
         torch.testing.assert_close(ddp["grads"][name], single[name], rtol=1e-4, atol=1e-6)
 
 
-def _trainer_rank(rank, world, init_file, out_dir):
+def _trainer_rank(rank, world, init_file, out_dir, extra=None):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     torch.set_num_threads(1)
     from mmmixlab.checkpoints import save_final
     from mmmixlab.train import Trainer
-    cfg = toy_cfg("mm-mixing", **{"train.batch_size": 4})
+    cfg = toy_cfg("mm-mixing", **{"train.batch_size": 4, **(extra or {})})
     batches = toy_batches(batch_size=4, rank=rank, world_size=world)
     trainer = Trainer(cfg, batches, embed_dim=16, out_dir=out_dir, progress=False)
     result = trainer.fit()
@@ -168,10 +168,15 @@ def _trainer_rank(rank, world, init_file, out_dir):
 
 
 @pytest.mark.slow
-def test_trainer_runs_under_two_gloo_ranks(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"train.encoder": "pointbert-tiny",
+                                       "train.encoder_overrides": {"num_groups": 8,
+                                                                   "group_size": 8}}],
+                         ids=["pointnet", "pointbert-shared-patches"])
+def test_trainer_runs_under_two_gloo_ranks(tmp_path, extra):
+    """pointbert: the shared patch index reaches each rank's encoder through DDP's forward."""
     import torch.multiprocessing as mp
-    mp.spawn(_trainer_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "run")), nprocs=2,
-             join=True)
+    mp.spawn(_trainer_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "run"), extra),
+             nprocs=2, join=True)
     state = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
     assert set(state["encoders"]) == {"A", "B"}
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)

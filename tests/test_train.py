@@ -355,3 +355,58 @@ def test_cpu_bf16_training_runs_the_compiled_tokenizer_paths(monkeypatch):
     # per step: two norms a forward (A's targets in stage 2 too), two backward, one pooled
     assert calls["norm"] >= 2 * steps and calls["norm_backward"] == 2 * steps
     assert calls["pooled_backward"] == steps
+
+
+@pytest.mark.parametrize("encoder,variant", [("pointbert-tiny", "mm-mixing"),
+                                             ("pointbert-tiny", "one-stage"),
+                                             ("openshape-pointbert-tiny", "one-stage")])
+def test_shared_patches_cut_the_unmixed_clouds_once_with_the_same_numbers(monkeypatch, encoder,
+                                                                          variant):
+    """``train.share_patches``: the unmixed clouds' patches are cut once a step for A's pass
+    and B's unmixed rows (stage 2: A's targets; one-stage: A's stage-1 pass), and the whole run
+    (losses, every encoder's weights) is the unshared run's bit for bit."""
+    from mmmixlab import ops
+    cut = []
+    fps = ops.farthest_point_sample
+
+    def counted(xyz, *args, **kwargs):
+        cut.append(xyz.shape[0])
+        return fps(xyz, *args, **kwargs)
+
+    monkeypatch.setattr(ops, "farthest_point_sample", counted)
+    small = ({"num_groups": 8, "group_size": 8} if encoder == "pointbert-tiny"
+             else {"num_patches": 8, "patch_points": 8})
+    runs = {}
+    for share in (False, True):
+        cut.clear()
+        cfg = toy_cfg(variant, **{"train.encoder": encoder, "train.share_patches": share,
+                                  "train.encoder_overrides": small, "train.amp": "off"})
+        trainer = Trainer(cfg, toy_batches(d=16), embed_dim=16, progress=False)
+        result = trainer.fit()
+        runs[share] = ([h["loss"] for h in result.history], sum(cut),
+                       {n: params(e) for n, e in result.encoders.items()})
+    steps = {p.name: p.epochs * len(trainer.batches) for p in trainer.phases}
+    b = 8  # clouds a batch: B encodes 2b (mixed, then unmixed), A b
+    fm = steps.get("stage1", 0) * b  # mm-mixing's stage 1: A alone
+    two = steps.get("stage2", 0) + steps.get("joint", 0)  # steps running A and B
+    assert runs[False][1] == fm + two * 3 * b
+    assert runs[True][1] == fm + two * 2 * b  # the unmixed b once, not twice
+    assert runs[True][0] == runs[False][0]
+    for n, weights in runs[False][2].items():
+        assert all(torch.equal(a, c) for a, c in zip(weights, runs[True][2][n]))
+
+
+def test_patches_are_not_shared_with_a_random_fps_start(monkeypatch):
+    from mmmixlab.encoders.common import PatchIndex
+    seen = []
+    monkeypatch.setattr(PatchIndex, "cat", staticmethod(lambda parts: seen.append(parts)))
+    cfg = toy_cfg("one-stage", **{"train.encoder": "openshape-pointbert-tiny",
+                                  "train.encoder_overrides": {"num_patches": 8,
+                                                              "patch_points": 8,
+                                                              "fps_start": "random"}})
+    trainer = Trainer(cfg, toy_batches(d=16), embed_dim=16, progress=False)
+    batch = trainer.batches.make_batch(torch.arange(8), torch.Generator().manual_seed(0))
+    plan, _ = trainer._plan(trainer.phases[0], batch)
+    assert trainer.patch_index("B", plan.inputs["B"], plan) is None
+    assert trainer.patch_index("A", plan.points, plan) is None and not plan.patch_memo
+    assert not seen

@@ -8,14 +8,14 @@ name so a typo fails loudly instead of silently training the default model.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Optional, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from ..checks import check_points
+from ..checks import check_points, values_are_checked
 
 C = TypeVar("C")
 
@@ -49,6 +49,65 @@ def check_encoder_input(points: torch.Tensor, in_channels: int, min_points: int 
     if points.shape[1] < min_points:
         raise ValueError(f"this encoder needs at least {min_points} points per cloud, "
                          f"got {points.shape[1]} (shape {tuple(points.shape)})")
+
+
+class PatchIndex(NamedTuple):
+    """Which points form each patch of a batch of clouds: the FPS picks ``centers`` (B, G) and
+    each patch's points ``neighbors`` (B, G, k), both int64 indices into a cloud's N points.
+
+    Patches are a function of a cloud's xyz and the encoder's patch settings only (FPS from
+    point 0, then ball query or kNN), row by row: an encoder's ``patch_index(points)`` computes
+    them, its ``forward(points, patches=index)`` uses them instead of computing them again.
+    That is how the trainer computes the unmixed clouds' patches once per step for A and B
+    (``train.share_patches``): the same indices, so the same features, bit for bit. Encoders
+    with equal ``patch_key`` cut clouds alike; a ``patch_key`` of None (a random FPS start)
+    means patches are never shared. A NamedTuple, so DDP moves it with the inputs."""
+
+    centers: torch.Tensor
+    neighbors: torch.Tensor
+
+    def rows(self, rows: slice) -> "PatchIndex":
+        return PatchIndex(self.centers[rows], self.neighbors[rows])
+
+    def split(self, size: int) -> list:
+        """Chunks of ``size`` clouds, as ``points.split(size)`` cuts the clouds."""
+        return [PatchIndex(c, n) for c, n in zip(self.centers.split(size),
+                                                 self.neighbors.split(size))]
+
+    @staticmethod
+    def cat(parts: Sequence["PatchIndex"]) -> "PatchIndex":
+        """The index of the clouds of ``parts`` stacked in order (``torch.cat`` of the clouds)."""
+        return PatchIndex(torch.cat([p.centers for p in parts]),
+                          torch.cat([p.neighbors for p in parts]))
+
+
+def check_patch_index(index: Optional[PatchIndex], points: torch.Tensor, groups: int,
+                      group_size: int) -> Optional[PatchIndex]:
+    """``index`` fits ``points`` (B, N, C) and an encoder cutting ``groups`` patches of
+    ``group_size`` points: int64 centres (B, groups) and neighbours (B, groups, group_size) on
+    the clouds' device, every value in [0, N) (that scan skipped inside
+    :func:`~mmmixlab.checks.values_checked`, where the trainer computed the index itself).
+    ValueError naming what is wrong otherwise; None passes through."""
+    if index is None:
+        return None
+    if not isinstance(index, PatchIndex):
+        raise TypeError(f"patches must be a PatchIndex (from the encoder's patch_index), got "
+                        f"{type(index).__name__}")
+    b, n = points.shape[:2]
+    for name, t, shape in (("centers", index.centers, (b, groups)),
+                           ("neighbors", index.neighbors, (b, groups, group_size))):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int64:
+            raise ValueError(f"patches.{name} must be an int64 tensor, got "
+                             f"{getattr(t, 'dtype', type(t).__name__)}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"patches.{name} must have shape {shape} for clouds of shape "
+                             f"{tuple(points.shape)}, got {tuple(t.shape)}")
+        if t.device != points.device:
+            raise ValueError(f"patches.{name} is on {t.device}, the clouds on {points.device}")
+        if not values_are_checked() and t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+            raise ValueError(f"patches.{name} holds indices outside [0, {n}) (the clouds have "
+                             f"{n} points)")
+    return index
 
 
 class _MaxOverRows(torch.autograd.Function):

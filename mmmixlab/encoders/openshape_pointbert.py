@@ -44,13 +44,15 @@ batch of one is refused. Evaluation uses the running statistics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .common import attention, check_encoder_input, check_in_channels, check_positive
+from .common import (PatchIndex, attention, check_encoder_input, check_in_channels,
+                     check_patch_index, check_positive)
 
 __all__ = ["OpenShapePointBERT", "OpenShapePointBERTConfig", "SIZES", "TINY"]
 
@@ -139,25 +141,38 @@ class SetAbstraction(nn.Module):
             self.mlp_bns.append(nn.BatchNorm2d(width))
             last = width
 
-    def patches(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres (B, S, 3) and patches (B, S, k, 3 + C): ``[xyz - centre, features]``."""
-        xyz = points[..., :3]
-        anchor = xyz.detach()  # indices carry no gradient
-        b, n = points.shape[:2]
+    @property
+    def patch_key(self) -> Optional[tuple]:
+        """Equal keys cut a cloud alike; None with a random FPS start (never shared)."""
         if self.fps_start == "random":
-            start = torch.randint(0, n, (b,))
-        else:
-            start = 0
-        centre_idx = ops.farthest_point_sample(anchor, self.num_patches, start)
-        centres = ops.index_points(xyz, centre_idx.to(points.device))
-        idx = ops.ball_query(centres.detach(), anchor, self.radius, self.patch_points,
-                             inclusive=True)
-        grouped = ops.index_points(points, idx)                      # (B, S, k, C)
+            return None
+        return ("fps-first", self.num_patches, "ball-inclusive", self.patch_points, self.radius)
+
+    def patch_index(self, points: torch.Tensor) -> PatchIndex:
+        """FPS centres (from point 0, or a random point with ``fps_start="random"``: one
+        ``torch.randint`` draw per cloud) and their ball-query neighbours, no gradient."""
+        anchor = points[..., :3].detach()  # indices carry no gradient
+        b, n = points.shape[:2]
+        start = torch.randint(0, n, (b,)) if self.fps_start == "random" else 0
+        centre_idx = ops.farthest_point_sample(anchor, self.num_patches, start).to(points.device)
+        idx = ops.ball_query(ops.index_points(anchor, centre_idx), anchor, self.radius,
+                             self.patch_points, inclusive=True)
+        return PatchIndex(centre_idx, idx)
+
+    def patches(self, points: torch.Tensor, index: Optional[PatchIndex] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centres (B, S, 3) and patches (B, S, k, 3 + C): ``[xyz - centre, features]``, cut
+        where ``index`` says (computed here when None)."""
+        if index is None:
+            index = self.patch_index(points)
+        centres = ops.index_points(points[..., :3], index.centers)
+        grouped = ops.index_points(points, index.neighbors)          # (B, S, k, C)
         rel = grouped[..., :3] - centres.unsqueeze(2)
         return centres, torch.cat([rel, grouped], dim=-1)
 
-    def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        centres, x = self.patches(points)
+    def forward(self, points: torch.Tensor, patches: Optional[PatchIndex] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        centres, x = self.patches(points, patches)
         b, s, k, c = x.shape
         x = x.reshape(b * s * k, c)
         for conv, bn in zip(self.mlp_convs, self.mlp_bns):
@@ -234,8 +249,9 @@ class PointPatchTransformer(nn.Module):
         self.transformer = _Transformer(cfg.width, cfg.depth, cfg.heads, cfg.dim_head,
                                         cfg.mlp_dim)
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        centres, feats = self.sa(points)                              # (B,S,3), (B,S,C)
+    def forward(self, points: torch.Tensor, patches: Optional[PatchIndex] = None
+                ) -> torch.Tensor:
+        centres, feats = self.sa(points, patches)                     # (B,S,3), (B,S,C)
         tokens = self.lift(torch.cat([centres, feats], dim=-1).transpose(1, 2))
         cls = self.cls_token.to(tokens.dtype).expand(tokens.shape[0], 1, -1)
         return self.transformer(torch.cat([cls, tokens], dim=1))[:, 0]
@@ -256,11 +272,23 @@ class OpenShapePointBERT(nn.Module):
         self.ppat = PointPatchTransformer(config)
         self.proj = nn.Linear(config.width, config.out_dim) if config.project else nn.Identity()
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
+    @property
+    def patch_key(self) -> Optional[tuple]:
+        return self.ppat.sa.patch_key
+
+    def patch_index(self, points: torch.Tensor) -> PatchIndex:
+        """Which points form each patch (:class:`~mmmixlab.encoders.common.PatchIndex`)."""
+        return self.ppat.sa.patch_index(points)
+
+    def forward(self, points: torch.Tensor, patches: Optional[PatchIndex] = None
+                ) -> torch.Tensor:
+        """(B, N, C) clouds -> (B, out_dim); ``patches``: their ``patch_index(points)`` when
+        the caller has it, else computed here."""
         check_encoder_input(points, self.config.in_channels,
                             min_points=self.config.num_patches)
+        check_patch_index(patches, points, self.config.num_patches, self.config.patch_points)
         if self.training and points.shape[0] < 2:
             raise ValueError("openshape-pointbert in training mode needs a batch of at least 2 "
                              "clouds (its set abstraction uses BatchNorm over the batch); "
                              "call .eval() to encode single clouds")
-        return self.proj(self.ppat(points))
+        return self.proj(self.ppat(points, patches))

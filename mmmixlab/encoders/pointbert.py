@@ -31,6 +31,7 @@ subsampling is what varies the start (OpenShape reported a bias when it did not)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +40,11 @@ from torch import nn
 from .. import ops
 from .common import (
     NarrowInputLinear,
+    PatchIndex,
     attention,
     check_encoder_input,
     check_in_channels,
+    check_patch_index,
     check_positive,
     init_weights,
     layer_norm_relu,
@@ -287,25 +290,44 @@ class PointBERT(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.cls_pos, std=0.02)
 
-    def patches(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centres (B, G, 3) and relative neighbourhoods (B, G, k, C) of a checked batch."""
+    @property
+    def patch_key(self) -> tuple:
+        """Encoders with equal keys cut a cloud into the same patches (:class:`PatchIndex`)."""
         cfg = self.config
-        xyz = points[..., :3]
-        # Indices carry no gradient; searching on detached xyz keeps them out of the graph.
-        anchor = xyz.detach()
-        centers = ops.index_points(xyz, ops.farthest_point_sample(anchor, cfg.num_groups)
-                                   .to(points.device))
-        if cfg.grouping == "ball":
-            idx = ops.ball_query(centers.detach(), anchor, cfg.radius, cfg.group_size)
-        else:
-            idx = ops.knn(centers.detach(), anchor, cfg.group_size)[1]
-        return centers, ops.group(points, centers, idx)
+        return ("fps-first", cfg.num_groups, cfg.grouping, cfg.group_size,
+                cfg.radius if cfg.grouping == "ball" else None)
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
+    def patch_index(self, points: torch.Tensor) -> PatchIndex:
+        """Which points form each patch (no gradient): FPS centres from point 0, then each
+        centre's ball-query (or kNN) neighbours, searched on the detached xyz."""
+        cfg = self.config
+        anchor = points[..., :3].detach()
+        centers = ops.farthest_point_sample(anchor, cfg.num_groups).to(points.device)
+        center_xyz = ops.index_points(anchor, centers)
+        if cfg.grouping == "ball":
+            idx = ops.ball_query(center_xyz, anchor, cfg.radius, cfg.group_size)
+        else:
+            idx = ops.knn(center_xyz, anchor, cfg.group_size)[1]
+        return PatchIndex(centers, idx)
+
+    def patches(self, points: torch.Tensor, index: Optional[PatchIndex] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centres (B, G, 3) and relative neighbourhoods (B, G, k, C) of a checked batch, cut
+        where ``index`` says (computed here when None)."""
+        if index is None:
+            index = self.patch_index(points)
+        centers = ops.index_points(points[..., :3], index.centers)
+        return centers, ops.group(points, centers, index.neighbors)
+
+    def forward(self, points: torch.Tensor, patches: Optional[PatchIndex] = None
+                ) -> torch.Tensor:
+        """(B, N, C) clouds -> (B, out_dim); ``patches``: their :class:`PatchIndex` when the
+        caller has it (``patch_index(points)``), else computed here."""
         cfg = self.config
         need = max(cfg.num_groups, cfg.group_size if cfg.grouping == "knn" else 1)
         check_encoder_input(points, cfg.in_channels, min_points=need)
-        centers, groups = self.patches(points)
+        check_patch_index(patches, points, cfg.num_groups, cfg.group_size)
+        centers, groups = self.patches(points, patches)
         b = points.shape[0]
         x = torch.cat([self.cls_token.expand(b, -1, -1), self.tokenizer(groups)], dim=1)
         pos = torch.cat([self.cls_pos.expand(b, -1, -1), self.pos_embed(centers)], dim=1)

@@ -45,7 +45,7 @@ def one_step(run: Run, world: pipeline.World, phase: str = "stage1", rows: int =
     scales = {n: s() for n, s in trainer.logit_scales.items()}
     with torch.no_grad():
         plan = step.plan(batch, trainer)
-        feats = {n: trainer.encode(n, x) for n, x in plan.inputs.items()}
+        feats = {n: trainer.encode(n, x, plan) for n, x in plan.inputs.items()}
         loss, terms = step.loss(plan, feats, scales, trainer)
         anchors = step.anchors(plan, feats)
         target = step.point_target(plan, feats, trainer) if isinstance(step, Stage2) else None

@@ -45,6 +45,7 @@ BENCHMARKS = (
     ("step_profile", "benchmarks.step_profile", False),
     ("step_flops", "benchmarks.step_flops", False),
     ("cpu_bf16", "benchmarks.cpu_bf16", False),
+    ("shared_patches", "benchmarks.shared_patches", False),
     ("released_encoder", "benchmarks.released_encoder", False),
     ("threading_env", "benchmarks.threading_env", False),
     ("candidates", "benchmarks.candidates", False),

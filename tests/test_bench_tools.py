@@ -75,3 +75,16 @@ def test_cpu_bf16_benchmark_rows():
     text = cpu_bf16.report(res)
     assert "attention() under autocast ms" in text and ("pool" not in res or "compiled" in text)
     assert "norm + ReLU fwd+bwd" in text
+
+
+def test_shared_patches_benchmark_rows():
+    """benchmarks.shared_patches: both sides step, lose no bit, and cut fewer clouds shared."""
+    from benchmarks import shared_patches
+
+    rows = shared_patches.step_rows(1, encoders=("pointbert-tiny",), batch=8, points=256)
+    assert [r["phase"] for r in rows] == ["stage2", "joint"]
+    for r in rows:
+        assert r["same_losses"] and r["unshared_ms"] > 0 and r["shared_ms"] > 0
+        assert r["clouds_cut"] == {"unshared": 3 * 8, "shared": 2 * 8}
+    text = shared_patches.report({"steps": rows})
+    assert "clouds cut a step" in text and "24 -> 16" in text

@@ -5,7 +5,11 @@
 ``PointBERTConfig``, ``PointNetConfig``, ``SparseConvConfig``)
 and an unknown one raises ValueError listing the valid ones. Every encoder maps
 (B, N, in_channels) clouds to (B, out_dim) features, takes no device at construction and
-works after ``.to(device)``.
+works after ``.to(device)``. The point-patch encoders (``pointbert*``, ``openshape-pointbert*``)
+also cut clouds into patches on request (``patch_index(points)``, a
+:class:`~mmmixlab.encoders.common.PatchIndex`) and take them back
+(``forward(points, patches=...)``): how the trainer cuts a step's unmixed clouds once for A
+and B (``train.share_patches``).
 """
 
 from __future__ import annotations

@@ -60,3 +60,18 @@ def test_cli_set_type_error_is_one_line(capsys):
     assert err == "mmmixlab train: error: train.lr must be a number, got 'abc' (str)"
     ok = preset("tiny").replace(**{"train.lr": 1, "mix.beta": 2})  # ints are numbers
     assert ok.train.lr == 1 and ok.mix.beta == 2
+
+
+def test_share_patches_is_set_from_the_cli_and_type_checked():
+    """``--set train.share_patches=false`` reaches the run's config; a non-bool is refused."""
+    import argparse
+
+    from mmmixlab.cli import build_config
+    from mmmixlab.train import RESUME_MAY_CHANGE
+
+    assert preset("tiny").train.share_patches is True
+    off = build_config(argparse.Namespace(set=["train.share_patches=false"]))
+    assert off.train.share_patches is False
+    with pytest.raises(ValueError, match=r"train\.share_patches must be a bool"):
+        build_config(argparse.Namespace(set=["train.share_patches=maybe"]))
+    assert "train.share_patches" in RESUME_MAY_CHANGE  # the same numbers either way

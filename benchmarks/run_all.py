@@ -46,6 +46,7 @@ BENCHMARKS = (
     ("step_flops", "benchmarks.step_flops", False),
     ("cpu_bf16", "benchmarks.cpu_bf16", False),
     ("shared_patches", "benchmarks.shared_patches", False),
+    ("sorting", "benchmarks.sorting", False),
     ("released_encoder", "benchmarks.released_encoder", False),
     ("threading_env", "benchmarks.threading_env", False),
     ("candidates", "benchmarks.candidates", False),

@@ -34,18 +34,19 @@ def subsample(clouds: torch.Tensor, num_points: int, sampling: str,
               generator: Optional[torch.Generator]) -> torch.Tensor:
     """``num_points`` points of each (B, P, C) cloud: a random subset, or FPS from a random
     start. A cloud with fewer points keeps all of them plus random repeats."""
+    # not at import time: config imports this module, and ops loads numba
+    from .ops import argsort_rows, farthest_point_sample
+
     check_sampling(sampling)
     b, p, c = clouds.shape
     if p < num_points:  # short clouds (streamed files): every point, then repeats
         extra = torch.randint(p, (b, num_points - p), generator=generator)
-        keep = torch.cat([torch.rand(b, p, generator=generator).argsort(dim=1), extra], dim=1)
+        keep = torch.cat([argsort_rows(torch.rand(b, p, generator=generator)), extra], dim=1)
     elif sampling == "fps":
-        from .ops import farthest_point_sample
-
         start = torch.randint(p, (b,), generator=generator)
         keep = farthest_point_sample(clouds[..., :3], num_points, start_index=start)
     else:
-        keep = torch.rand(b, p, generator=generator).argsort(dim=1)[:, :num_points]
+        keep = argsort_rows(torch.rand(b, p, generator=generator))[:, :num_points]
     return torch.gather(clouds, 1, keep.unsqueeze(-1).expand(-1, -1, c))
 
 

@@ -181,8 +181,10 @@ def input_mix(p1: torch.Tensor, p2: torch.Tensor, lam: LamLike, variant: str = "
         key1 = torch.rand(b, n, generator=generator, device=gen_device).to(device)
         key2 = torch.rand(b, n, generator=generator, device=gen_device).to(device)
 
-    order1 = torch.argsort(key1, dim=1, stable=True)  # rank -> position in p1
-    order2 = torch.argsort(key2, dim=1, stable=True)  # rank -> position in p2
+    from .ops import argsort_rows  # not at import: config imports this module, ops loads numba
+
+    order1 = argsort_rows(key1, stable=True)  # rank -> position in p1
+    order2 = argsort_rows(key2, stable=True)  # rank -> position in p2
     # Position in p1 of rank j receives p2's rank-j point: partner[order1[j]] = order2[j].
     partner = torch.empty_like(order1).scatter_(1, order1, order2)
     rank1 = torch.empty_like(order1).scatter_(

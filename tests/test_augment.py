@@ -72,3 +72,18 @@ def test_subsample_short_clouds_and_names():
     assert all(set(out[b, :, 0].tolist()) == set(range(10)) for b in range(2))
     with pytest.raises(ValueError, match="sampling must be one of random, fps"):
         subsample(x, 4, "poisson", g)
+
+
+@pytest.mark.parametrize("stored,keep", [(2048, 1024), (300, 1024), (1024, 1024)])
+def test_random_subsample_is_torchs_bit_for_bit(monkeypatch, stored, keep):
+    """ops.argsort_rows in subsample gives torch's unstable argsort's subset and order, ties
+    included (at 32 x 2,048 random keys most batches hold one), and short clouds likewise."""
+    from mmmixlab import ops
+    clouds = torch.randn(32, stored, 6, generator=torch.Generator().manual_seed(0))
+    fast = [subsample(clouds, keep, "random", torch.Generator().manual_seed(s))
+            for s in range(5)]
+    monkeypatch.setattr(ops, "argsort_rows",
+                        lambda keys, stable=False: torch.argsort(keys, dim=1))  # the rule
+    for s, got in enumerate(fast):
+        want = subsample(clouds, keep, "random", torch.Generator().manual_seed(s))
+        assert torch.equal(got, want)

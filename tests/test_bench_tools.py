@@ -88,3 +88,16 @@ def test_shared_patches_benchmark_rows():
         assert r["clouds_cut"] == {"unshared": 3 * 8, "shared": 2 * 8}
     text = shared_patches.report({"steps": rows})
     assert "clouds cut a step" in text and "24 -> 16" in text
+
+
+def test_sorting_benchmark_rows():
+    """benchmarks.sorting: every sort, the batch and the step agree with torch's sort."""
+    from benchmarks import sorting
+
+    rows = sorting.sort_rows(1) + [sorting.batch_row(1), sorting.step_row(1, batch=8, points=256)]
+    assert len(rows) == len(sorting.SORTS) + 2
+    for r in rows:
+        assert r["same"] and r["torch_ms"] > 0 and r["fast_ms"] > 0
+    assert sorting.ops.argsort_rows is sorting.FAST.sort  # restored after the torch side
+    text = sorting.report({"rows": rows})
+    assert "ops.argsort_rows ms" in text and "NO" not in text

@@ -121,6 +121,24 @@ def test_input_mix_reproducible_with_generator():
     assert torch.equal(a.points, b.points)
 
 
+@pytest.mark.parametrize("variant", ["random", "knn"])
+def test_input_mix_sorts_as_torch_does(monkeypatch, variant):
+    """The fast sort (ops.argsort_rows) gives the mix that torch's stable argsort gives (the
+    rule: tied keys keep their index order), bit for bit, at the training size (32 x 1,024:
+    ties among the random keys occur) and with repeated points (ties among the distances)."""
+    from mmmixlab import ops
+    p1 = clouds(b=32, n=1024, seed=1)
+    p1[:, 512:] = p1[:, :512]  # every point twice: equal distances to the seed
+    p2 = clouds(b=32, n=1024, seed=2)
+    lam = torch.rand(32, generator=torch.Generator().manual_seed(4))
+    fast = input_mix(p1, p2, lam, variant, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(ops, "argsort_rows",
+                        lambda keys, stable=False: torch.argsort(keys, dim=1, stable=True))
+    torch_sorted = input_mix(p1, p2, lam, variant, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(fast.points, torch_sorted.points)
+    assert torch.equal(fast.from_first, torch_sorted.from_first)
+
+
 def test_input_mix_bad_input():
     p1, p2 = clouds(), clouds(seed=9)
     with pytest.raises(ValueError, match="variant"):

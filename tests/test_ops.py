@@ -687,3 +687,53 @@ def test_linear_max_rows_backward_threads_and_errors():
         ops.linear_max_rows_backward(grad[:5], x, w, indices)
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 32\)"):
         ops.linear_max_rows_backward(grad, x, w, indices + 32)
+
+
+# ----------------------------------------------------------------------------- argsort_rows
+
+def _sort_keys(kind: str, b: int, n: int, g: torch.Generator) -> torch.Tensor:
+    if kind == "rand":           # what subsample and PointCutMix-R draw: ties at 2^-24 steps
+        return torch.rand(b, n, generator=g)
+    if kind == "few-values":     # heavy ties: torch's unstable order matters
+        return torch.randint(0, 4, (b, n), generator=g).float()
+    if kind == "signed-zeros":   # -0.0 ties with 0.0 (and the keys stay non-negative)
+        k = torch.randint(0, 2, (b, n), generator=g).float() * 0.5
+        negative_zero = (k == 0) & (torch.rand(b, n, generator=g) < 0.5)
+        return torch.where(negative_zero, -0.0, k)
+    if kind == "distances":      # PointCutMix-K's squared distances, repeated points included
+        x = torch.randn(b, n // 2 + 1, 3, generator=g).repeat(1, 2, 1)[:, :n]
+        return (x - x[:, :1]).pow(2).sum(-1)
+    if kind == "negative":       # torch's path
+        return torch.randn(b, n, generator=g)
+    if kind == "nan-inf":        # torch's path: NaN sorts last there
+        k = torch.rand(b, n, generator=g)
+        k[:, ::3] = float("nan")
+        k[:, 1::5] = float("inf")
+        return k
+    if kind == "float64":
+        return torch.rand(b, n, generator=g, dtype=torch.float64)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("stable", [True, False])
+@pytest.mark.parametrize("kind", ["rand", "few-values", "signed-zeros", "distances", "negative",
+                                  "nan-inf", "float64"])
+@pytest.mark.parametrize("b,n", [(1, 1), (3, 2), (32, 1024), (7, 2048), (2, 5000)])
+def test_argsort_rows_is_torch_argsort_bit_for_bit(kind, stable, b, n):
+    g = torch.Generator().manual_seed(b * 10_000 + n)
+    keys = _sort_keys(kind, b, n, g)
+    got = ops.argsort_rows(keys, stable=stable)
+    assert got.dtype == torch.int64 and got.shape == keys.shape
+    assert torch.equal(got, torch.argsort(keys, dim=1, stable=stable))
+
+
+def test_argsort_rows_ties_take_torchs_order_and_rows_stay_independent():
+    # Rows with ties are re-sorted by torch on their own: the result must not depend on which
+    # other rows share the call (each row alone gives its row of the batch's result).
+    g = torch.Generator().manual_seed(0)
+    keys = torch.cat([torch.rand(6, 300, generator=g),
+                      torch.randint(0, 3, (6, 300), generator=g).float()])[torch.randperm(12)]
+    whole = ops.argsort_rows(keys)
+    assert not torch.equal(whole, ops.argsort_rows(keys, stable=True))  # ties do differ
+    for i in range(len(keys)):
+        assert torch.equal(ops.argsort_rows(keys[i:i + 1])[0], whole[i])

@@ -410,3 +410,25 @@ def test_patches_are_not_shared_with_a_random_fps_start(monkeypatch):
     assert trainer.patch_index("B", plan.inputs["B"], plan) is None
     assert trainer.patch_index("A", plan.points, plan) is None and not plan.patch_memo
     assert not seen
+
+
+def test_runs_sort_as_torch_did(monkeypatch):
+    """A run whose subsets and input mixes are sorted by ``ops.argsort_rows`` is the run torch's
+    argsorts gave (the random subset's unstable one, the mix's stable one), bit for bit."""
+    from mmmixlab import ops
+    calls = []
+    fast = ops.argsort_rows
+
+    def counted(keys, stable=False):
+        calls.append(stable)
+        return fast(keys, stable)
+
+    runs = []
+    for sort in (counted, lambda keys, stable=False: torch.argsort(keys, dim=1, stable=stable)):
+        monkeypatch.setattr(ops, "argsort_rows", sort)
+        cfg = toy_cfg("mm-mixing", **{"train.amp": "off"})
+        result = Trainer(cfg, toy_batches(d=16), embed_dim=16, progress=False).fit()
+        runs.append(([h["loss"] for h in result.history], params(result.encoders["B"])))
+    assert True in calls and False in calls  # the mix's and the subset's sorts both ran here
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))

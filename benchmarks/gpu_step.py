@@ -1,10 +1,13 @@
 """The paper-size training steps on a GPU, in one prepared script (issues 20 and 23).
 
 For ``openshape-pointbert`` (the released network) and ``pointbert`` (this project's variant),
-batch 200 x 10,000 points, bf16 autocast: a stage-1 and a stage-2 optimizer step of the
-trainer (samples/s over timed repeats after warm-up, peak memory, host syncs counted by
-``torch.cuda.set_sync_debug_mode``), and FPS at 200 x 10,000 -> 384. Data is an in-memory batch,
-so data wait is 0 by construction here (``benchmarks/gpu_realdata`` measures the streamed loader).
+batch 200 x 10,000 points, bf16 autocast: a stage-1 and a stage-2 optimizer step as the
+trainer's loop takes it (its optimizer, scheduler, scaler and clipping: ``step_once``):
+samples/s over timed repeats after warm-up, peak memory, host syncs counted by
+``torch.cuda.set_sync_debug_mode``, and the share of the step the host spends waiting in them
+(``sync_wait``, from a profile of one step); and FPS at 200 x 10,000 -> 384. Data is an
+in-memory batch, so data wait is 0 by construction here (``benchmarks/gpu_realdata`` measures
+the streamed loader).
 
     python -m benchmarks.gpu_step                 # on a CUDA machine: the paper sizes
     python -m benchmarks.gpu_step --quick         # a CPU check of the script (tiny encoders)
@@ -24,7 +27,7 @@ import torch
 
 from mmmixlab.ops import farthest_point_sample
 
-from .workloads import autocast, enter_phase, make_workload, zero_grads
+from .workloads import enter_phase, make_workload
 
 
 def sync(device) -> None:
@@ -32,22 +35,60 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step_once(w, phase) -> None:
-    """One optimizer step of ``phase`` as the trainer's loop runs it (no logging)."""
+def step_once(w, phase, opt, sched) -> torch.Tensor:
+    """One optimizer step as ``Trainer._run_epoch`` takes it on an accelerator (its optimizer,
+    scheduler, scaler and clipping; minus logging and checkpoints): the loss is not read, so
+    the step holds no host sync of its own beyond what the library does."""
     tr = w.trainer
-    params = [p for n in phase.trains for p in tr.encoders[n].parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    zero_grads(tr)
-    tr._forward_backward(phase, w.batch)
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
+    opt.zero_grad(set_to_none=True)
+    loss, _ = tr._forward_backward(phase, w.batch)
+    tr.scaler.unscale_(opt)
+    if tr.cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
+                                       tr.cfg.train.grad_clip)
+    tr.scaler.step(opt)
+    tr.scaler.update()
+    sched.step()
+    return loss
+
+
+# CUDA runtime calls during which the host waits for the device
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+              "cudaMemcpy", "cudaMemcpyAsync")
+
+
+def sync_wait(run_step, device, step_seconds: float):
+    """The share of a step's time (``step_seconds``, the timed median) the host spends in CUDA
+    calls that wait for the device (``SYNC_CALLS``; ``cudaMemcpyAsync`` waits on copies to
+    pageable memory), from a profile of one more step: ``{"share", "ms", "calls": {name:
+    count}}``. None off CUDA; ``{"error": ...}`` if the profiler fails (the other numbers
+    stand)."""
+    if device.type != "cuda":
+        return None
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        sync(device)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            run_step()
+        sync(device)  # outside the profile: the benchmark's wait, not the step's
+        waits = [e for e in prof.key_averages() if e.key in SYNC_CALLS]
+        waited = sum(e.cpu_time_total for e in waits) / 1e6
+        return {"share": waited / step_seconds, "ms": waited * 1e3,
+                "calls": {e.key: e.count for e in waits}}
+    except Exception as exc:  # noqa: BLE001 - a one-shot script: keep the other numbers
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def time_phase(w, name: str, repeats: int) -> dict:
     device = w.trainer.device
     phase = enter_phase(w.trainer, name)
+    opt, sched = w.trainer._optimizer(phase)
+
+    def run_step():
+        step_once(w, phase, opt, sched)
+
     for _ in range(2):  # warm-up: kernels, autotune, lazy state
-        step_once(w, phase)
+        run_step()
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -58,15 +99,16 @@ def time_phase(w, name: str, repeats: int) -> dict:
             torch.cuda.set_sync_debug_mode("warn")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                step_once(w, phase)
+                run_step()
             torch.cuda.set_sync_debug_mode("default")
             syncs += sum("synchroniz" in str(c.message) for c in caught)
         else:
-            step_once(w, phase)
+            run_step()
     sync(device)
     seconds = (time.perf_counter() - t) / repeats
     out = {"seconds_per_step": seconds, "samples_per_s": w.batch_size / seconds,
-           "host_syncs_per_step": syncs / repeats if device.type == "cuda" else None}
+           "host_syncs_per_step": syncs / repeats if device.type == "cuda" else None,
+           "sync_wait": sync_wait(run_step, device, seconds)}
     if device.type == "cuda":
         out["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     return out

@@ -101,3 +101,23 @@ def test_sorting_benchmark_rows():
     assert sorting.ops.argsort_rows is sorting.FAST.sort  # restored after the torch side
     text = sorting.report({"rows": rows})
     assert "ops.argsort_rows ms" in text and "NO" not in text
+
+
+def test_gpu_step_script_runs_the_trainers_step_on_the_cpu():
+    """benchmarks.gpu_step --quick (the GPU script's CPU check): both encoders, both phases,
+    each step the trainer's optimizer step (the weights move, the scheduler counts)."""
+    from benchmarks import gpu_step
+    from benchmarks.workloads import enter_phase, make_workload
+
+    res = gpu_step.run("cpu", quick=True, batch=2, points=256, repeats=1)
+    for enc in ("openshape-pointbert-tiny", "pointbert-tiny"):
+        for phase in ("stage1", "stage2"):
+            r = res[enc][phase]
+            assert r["samples_per_s"] > 0 and r["sync_wait"] is None
+    w = make_workload("pointbert-tiny", 2, 256, torch.device("cpu"))
+    phase = enter_phase(w.trainer, "stage2")
+    opt, sched = w.trainer._optimizer(phase)
+    before = [p.detach().clone() for p in w.trainer.encoders["B"].parameters()]
+    loss = gpu_step.step_once(w, phase, opt, sched)
+    assert torch.isfinite(loss) and sched.last_epoch == 1
+    assert any(not torch.equal(a, p) for a, p in zip(before, w.trainer.encoders["B"].parameters()))

@@ -48,10 +48,10 @@ except ImportError:  # pragma: no cover - exercised only on installs without num
 
 __all__ = [
     "HAVE_NUMBA",
-    "ball_query",
-    "ball_query_reference",
     "argsort_rows",
     "argsort_rows_reference",
+    "ball_query",
+    "ball_query_reference",
     "farthest_point_sample",
     "farthest_point_sample_reference",
     "group",
@@ -886,7 +886,7 @@ def argsort_rows(keys: torch.Tensor, stable: bool = False) -> torch.Tensor:
     order = torch.from_numpy(packed & ((1 << shift) - 1))
     if not stable:
         ranked = packed >> shift
-        tied = torch.from_numpy((ranked[:, 1:] == ranked[:, :-1]).any(axis=1)).nonzero()[:, 0]
+        tied = torch.from_numpy(np.flatnonzero((ranked[:, 1:] == ranked[:, :-1]).any(axis=1)))
         if len(tied):
             order[tied] = argsort_rows_reference(keys[tied], stable)
     return order

@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # A torch/torchvision pair that imports on the project's CPU machines (see README, "Install").
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+# No wheel cache: torch's CUDA build pulls ~3 GB of nvidia wheels from PyPI, which a cache would
+# keep a second copy of; CI's fresh machine once ran out of disk on that install.
+PIP_INSTALL := $(PY) -m pip install --quiet --no-cache-dir
 # Idle OpenMP workers sleep instead of spinning: on a shared 2-core machine spinning made a
 # tiny training step 1.7-5.4x slower (benchmarks/threading_env.py measures it anywhere).
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -18,9 +21,9 @@ sysdeps:
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[dev,notebooks]" $(TORCH_PIN)
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) $(TORCH_PIN)
+	$(PIP_INSTALL) -e ".[dev,notebooks]" $(TORCH_PIN)
 	# JupyterLab opens clean: no "Build Recommended" dialog for dash (pulled in by open3d), no
 	# news prompt (scripts/check_lab.py verifies it in a real browser)
 	mkdir -p $(VENV)/etc/jupyter/labconfig

@@ -54,13 +54,15 @@ class Workload:
 
 def make_workload(encoder: str, batch: int, num_points: int, device: torch.device,
                   seed: int = 0, amp: str = "off", variant: str = "mm-mixing",
-                  retain_memory: bool = True, **mix_overrides) -> Workload:
+                  retain_memory: bool = True, huge_pages: bool = True,
+                  **mix_overrides) -> Workload:
     """A Trainer (variant ``variant``) for ``encoder`` and one fixed batch on ``device``.
 
     ``mix_overrides`` set ``mix.*`` fields, e.g. ``mix_prob=0.0``, ``align_unmixed=False``.
     The trainer's seed is fixed, so two workloads built with the same arguments start from
     identical encoder weights. ``retain_memory``: on a CPU, glibc keeps freed memory as
-    ``Trainer.fit`` has it do (``train.retain_freed_memory``; process-wide once set).
+    ``Trainer.fit`` has it do (``train.retain_freed_memory``; process-wide once set), its heap
+    on huge pages unless ``huge_pages`` is False (``device.retain_freed_memory``).
     """
     preset_name, embed_dim = ENCODERS[encoder]
     updates = {"train.variant": variant, "train.encoder": encoder,
@@ -69,7 +71,7 @@ def make_workload(encoder: str, batch: int, num_points: int, device: torch.devic
     updates.update({f"mix.{k}": v for k, v in mix_overrides.items()})
     cfg = preset(preset_name).replace(**updates)
     if retain_memory:
-        retain_freed_memory(device)  # as Trainer.fit does: steps are timed as a run has them
+        retain_freed_memory(device, huge_pages)  # as Trainer.fit does: steps are timed as a run has them
     batches = random_batches(batch, num_points, embed_dim, seed=seed)
     trainer = Trainer(cfg, batches, embed_dim=embed_dim, progress=False)
     b = batches.make_batch(torch.arange(batch), torch.Generator().manual_seed(seed + 1))

@@ -1,6 +1,7 @@
 """The measuring tools of benchmarks/ that a number depends on: checked against torch's own
 FLOP counter and hand counts (their timings are not tested: machines here are noisy)."""
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -121,3 +122,23 @@ def test_gpu_step_script_runs_the_trainers_step_on_the_cpu():
     loss = gpu_step.step_once(w, phase, opt, sched)
     assert torch.isfinite(loss) and sched.last_epoch == 1
     assert any(not torch.equal(a, p) for a, p in zip(before, w.trainer.encoders["B"].parameters()))
+
+
+def test_freed_memory_benchmark_runs_its_three_sides():
+    """benchmarks.freed_memory: glibc's default, the retained heap on 4 KB pages and on huge
+    pages, each in its own child; only the last one's heap is advised for huge pages."""
+    import os
+
+    from benchmarks import freed_memory
+
+    res = freed_memory.run(1, 1, {"baseline": "baseline"}, 1, amp="off")
+    row = res["phases"]["baseline"]
+    assert all(row[side]["wall_ms"] > 0 for side in freed_memory.SIDES)
+    assert row["retain/retain-4k"] > 0 and row["retain/default"] > 0
+    assert [o["huge_heap"] for o in res["raw"]["retain-4k"]] == [False]
+    if os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"):
+        assert res["huge_heap"] is True
+    text = freed_memory.report(res)
+    assert "retain/retain-4k" in text and "retain-4k ms" in text
+    with pytest.raises(SystemExit):
+        freed_memory.main(["--phases", "stage3"])

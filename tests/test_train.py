@@ -273,6 +273,10 @@ from mmmixlab.device import retain_freed_memory
 from mmmixlab.encoders import create_point_encoder
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
+from mmmixlab.device import heap_on_huge_pages, _heap_range
+maps = open("/proc/self/smaps").read()
+heap_flags = maps[maps.index("[heap]"):].split("VmFlags:")[1].splitlines()[0].split()
+heap_mb = (_heap_range()[1] - _heap_range()[0]) >> 20
 torch.manual_seed(0)
 enc = create_point_encoder("pointbert-tiny", 16, 6)
 x = torch.randn(16, 1024, 6)
@@ -288,6 +292,7 @@ big = []
 thread = threading.Thread(target=lambda: big.append(float(torch.ones(24 << 20).sum())))
 thread.start(); thread.join()
 assert big == [24 << 20], big
+print(heap_on_huge_pages(), "hg" in heap_flags, heap_mb)
 print(hashlib.sha1(grads.numpy().tobytes()).hexdigest(), sum(faults[6:]))
 """
 
@@ -296,17 +301,26 @@ print(hashlib.sha1(grads.numpy().tobytes()).hexdigest(), sum(faults[6:]))
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     """Encoder steps after the first six: with retain_freed_memory, glibc hands the freed
     activations back to the next step (no page faults); by default it unmaps or trims them and
-    the kernel zero-fills their pages again. The gradients are the same bits either way."""
+    the kernel zero-fills their pages again. The retained heap is advised for huge pages. The
+    gradients are the same bits either way."""
+    import os
     import subprocess
     import sys
 
-    runs = {}
+    from mmmixlab.device import _HUGE_PAGE_RESERVE
+
+    runs, heaps = {}, {}
     for mode in ("default", "retain"):
         out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True,
                              text=True, check=True)
-        digest, faults = out.stdout.split()[-2:]
-        runs[mode] = digest, int(faults)
+        advised, flagged, heap_mb, digest, faults = out.stdout.split()[-5:]
+        runs[mode], heaps[mode] = (digest, int(faults)), (advised, flagged, int(heap_mb))
     assert runs["retain"][0] == runs["default"][0]
+    # the retained heap is advised for huge pages (VmFlags "hg") and grown by the reserve
+    assert heaps["default"][:2] == ("False", "False"), heaps
+    if os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"):  # a THP kernel
+        assert heaps["retain"][:2] == ("True", "True"), heaps
+        assert heaps["retain"][2] >= (_HUGE_PAGE_RESERVE >> 20), heaps
     if runs["default"][1] < 2000:
         pytest.skip(f"this glibc re-faults little by default here: {runs}")
     assert runs["retain"][1] < runs["default"][1] / 5, runs

@@ -145,7 +145,8 @@ class TrainConfig:
     num_threads: int = 0          # torch CPU threads; 0 = leave torch's default
     # on a CPU, glibc keeps freed memory for reuse instead of returning it to the OS and
     # zero-filling it again on the next step (device.retain_freed_memory: 10-20% of a step,
-    # the same numbers); process-wide once set
+    # the same numbers), the heap advised for transparent huge pages (1-4% more); process-wide
+    # once set
     retain_freed_memory: bool = True
     grad_cache_chunk: int = 0     # >0: gradient caching, encoder run in chunks of this size
     # the unmixed clouds' patches (FPS + grouping) computed once a step for every encoder and

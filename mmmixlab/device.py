@@ -118,8 +118,8 @@ def retain_freed_memory(device: Optional[torch.device] = None, huge_pages: bool 
     pages: the step's passes over its large per-point tensors then miss the TLB far less.
     1-4% off a ``pointbert-tiny`` step on a Sapphire Rapids core where the kernel's THP mode is
     ``madvise`` (``benchmarks/freed_memory.py``, ``benchmarks/RESULTS.md``); the arithmetic is
-    again untouched. Where the kernel's THP mode
-    is ``never`` the advice does nothing; memory touched before this call stays on 4 KB pages.
+    again untouched. Where the mode is ``never`` the advice does nothing; memory touched before
+    this call stays on 4 KB pages.
 
     Process-wide and idempotent; called by ``Trainer.fit`` and ``pipeline.prepare_world``
     (which pre-trains the tiny CLIP) on a CPU when ``train.retain_freed_memory`` is on (the
@@ -133,7 +133,7 @@ def retain_freed_memory(device: Optional[torch.device] = None, huge_pages: bool 
     if not sys.platform.startswith("linux") or not _glibc():
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # pragma: no cover - a libc without mallopt
         return False

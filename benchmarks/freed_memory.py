@@ -80,8 +80,8 @@ def child(side: str, steps: int, phases: dict, copies: int, amp: str) -> list:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OMP_", "MKL_", "MALLOC_", "OPENBLAS_"))}
     env["PYTHONPATH"] = str(REPO_DIR)
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, side, str(steps), json.dumps(phases), amp],
-                              cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-c", CHILD, side, str(steps), json.dumps(phases), amp]
+    procs = [subprocess.Popen(argv, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, text=True)
              for _ in range(copies)]
     outs = []
     for p in procs:

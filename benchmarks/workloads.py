@@ -71,7 +71,8 @@ def make_workload(encoder: str, batch: int, num_points: int, device: torch.devic
     updates.update({f"mix.{k}": v for k, v in mix_overrides.items()})
     cfg = preset(preset_name).replace(**updates)
     if retain_memory:
-        retain_freed_memory(device, huge_pages)  # as Trainer.fit does: steps are timed as a run has them
+        # as Trainer.fit does: steps are timed as a run has them
+        retain_freed_memory(device, huge_pages)
     batches = random_batches(batch, num_points, embed_dim, seed=seed)
     trainer = Trainer(cfg, batches, embed_dim=embed_dim, progress=False)
     b = batches.make_batch(torch.arange(batch), torch.Generator().manual_seed(seed + 1))

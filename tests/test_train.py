@@ -276,7 +276,8 @@ if sys.argv[1] == "retain":
 from mmmixlab.device import heap_on_huge_pages, _heap_range
 maps = open("/proc/self/smaps").read()
 heap_flags = maps[maps.index("[heap]"):].split("VmFlags:")[1].splitlines()[0].split()
-heap_mb = (_heap_range()[1] - _heap_range()[0]) >> 20
+heap_start, heap_end = _heap_range()
+heap_mb = (heap_end - heap_start) >> 20
 torch.manual_seed(0)
 enc = create_point_encoder("pointbert-tiny", 16, 6)
 x = torch.randn(16, 1024, 6)

@@ -153,6 +153,11 @@ class TrainConfig:
     # pass that reads them (A's targets and B's unmixed rows in stage 2; A and B in one-stage):
     # the same indices, the same numbers bit for bit (encoders.common.PatchIndex)
     share_patches: bool = True
+    # pointbert-tiny's tokenizer in one compiled pass per patch on the CPU (mmmixlab.native,
+    # built on first use where a C++ compiler is found), in float32 whatever train.amp: whole
+    # steps at 0.83-0.87 of torch's ops under bf16 autocast on one Sapphire Rapids core; other
+    # numbers (float32 rounding, not bf16's), zero-shot within seed noise (benchmarks/RESULTS.md)
+    fused_tokenizer: bool = True
     deterministic: bool = False   # deterministic kernels (slower on GPU; CPU is already)
     log_every: int = 1            # steps between log.jsonl lines (0 = epochs only)
     stage2_init: str = "scratch"  # "scratch": a new encoder, as the paper; "stage1": copy A

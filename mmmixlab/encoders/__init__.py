@@ -20,7 +20,7 @@ from ..checks import check_choice
 from .common import build_config, count_parameters
 from .openshape_pointbert import TINY as OPENSHAPE_TINY
 from .openshape_pointbert import OpenShapePointBERT, OpenShapePointBERTConfig
-from .pointbert import TINY, PointBERT, PointBERTConfig
+from .pointbert import TINY, PatchTokenizer, PointBERT, PointBERTConfig
 from .pointnet import PointNet, PointNetConfig
 from .sparseconv import TINY as SPARSECONV_TINY
 from .sparseconv import SparseConvConfig, SparseConvEncoder
@@ -37,6 +37,7 @@ __all__ = [
     "SparseConvEncoder",
     "count_parameters",
     "create_point_encoder",
+    "set_fused_tokenizer",
 ]
 
 # name -> (config class, model class, preset values applied before the user's overrides)
@@ -62,3 +63,13 @@ def create_point_encoder(name: str, out_dim: int, in_channels: int = 6,
     config = build_config(config_cls, {**preset, **overrides, "out_dim": out_dim,
                                        "in_channels": in_channels})
     return model_cls(config)
+
+
+def set_fused_tokenizer(encoder: nn.Module, on: bool) -> int:
+    """Switch the compiled tokenizer (:mod:`mmmixlab.native`) on or off in ``encoder``'s
+    Point-BERT tokenizers (``train.fused_tokenizer``); returns how many it set. Where it does
+    not fit (other widths, a GPU, no compiler) torch's ops run either way."""
+    tokenizers = [m for m in encoder.modules() if isinstance(m, PatchTokenizer)]
+    for m in tokenizers:
+        m.fused = bool(on)
+    return len(tokenizers)

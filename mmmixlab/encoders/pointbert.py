@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ops
+from .. import native, ops
 from .common import (
     NarrowInputLinear,
     PatchIndex,
@@ -108,6 +108,10 @@ class PatchTokenizer(nn.Module):
     gradient caching) stop holding.
     """
 
+    # The compiled tokenizer (mmmixlab.native) where it fits: the trainer sets this from
+    # train.fused_tokenizer; an encoder built elsewhere (evaluation, notebooks) uses it too.
+    fused = True
+
     def __init__(self, in_channels: int, dims: tuple[int, int, int, int], out_dim: int):
         super().__init__()
         h1, mid, h2, token = dims
@@ -117,8 +121,32 @@ class PatchTokenizer(nn.Module):
                                     nn.ReLU(inplace=True), nn.Linear(h2, token))
         self.project = nn.Identity() if token == out_dim else nn.Linear(token, out_dim)
 
+    def fused_fits(self, patches: torch.Tensor) -> bool:
+        """Whether :class:`_FusedTokenizer` runs this forward: ``fused`` on, the tiny widths
+        (16, 32, 32, 32) on 3 or 6 channels, at most 64 points a patch, float32 CPU patches and
+        parameters, no gradient wanted for the patches, no double backward (the compiled
+        module built here, see :func:`mmmixlab.native.fused_tokenizer`)."""
+        first, second = self.first, self.second
+        dims = (first[0].out_features, first[3].out_features, second[0].out_features,
+                second[3].out_features)
+        return (self.fused and dims == (16, 32, 32, 32) and patches.shape[-1] in (3, 6)
+                and 1 <= patches.shape[-2] <= 64 and patches.device.type == "cpu"
+                and patches.dtype == torch.float32 and not patches.requires_grad
+                and all(p.dtype == torch.float32 for p in self._fused_params())
+                and native.fused_tokenizer() is not None)
+
+    def _fused_params(self) -> list:
+        first, second = self.first, self.second
+        return [first[0].weight, first[0].bias, first[1].weight, first[1].bias, first[3].weight,
+                first[3].bias, second[0].weight, second[0].bias, second[1].weight,
+                second[1].bias, second[3].weight]
+
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # (B, G, k, C) -> (B, G, D)
         b, g, k, c = patches.shape
+        if self.fused_fits(patches):
+            tokens = _FusedTokenizer.apply(patches.reshape(b * g, k, c).contiguous(),
+                                           self.first[1].eps, *self._fused_params())
+            return self.project(tokens + self.second[3].bias).view(b, g, -1)
         first = self.first
         h = layer_norm_relu(first[0](patches.reshape(b * g * k, c)), first[1])
         f = first[3](h).view(b * g, k, -1)
@@ -138,6 +166,30 @@ class PatchTokenizer(nn.Module):
         # max_k(W a_k + b) = max_k(W a_k) + b: the bias once per patch, not copied into every
         # point's row (rounding is monotonic, so the values are the same)
         return self.project(pooled + last.bias).view(b, g, -1)
+
+
+class _FusedTokenizer(torch.autograd.Function):
+    """The tiny tokenizer up to its last bias in one compiled pass per patch, float32 whatever
+    the autocast (``mmmixlab/native/tokenizer.cpp``); backward recomputes each patch and returns
+    the parameters' gradients (summed per chunk of patches, then in order in float64: the same
+    bits on any thread count). Against torch's float32 ops: the same function to float32
+    rounding (``tests/test_native.py``). Once differentiable; the patches get no gradient."""
+
+    @staticmethod
+    def forward(ctx, patches, eps, *params):
+        ctx.save_for_backward(patches, *params)
+        ctx.eps = eps
+        with torch.autocast("cpu", enabled=False):
+            return native.fused_tokenizer().tokenizer_forward(patches, list(params), eps)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        patches, *params = ctx.saved_tensors
+        with torch.autocast("cpu", enabled=False):
+            grads = native.fused_tokenizer().tokenizer_backward(
+                patches, grad.float().contiguous(), list(params), ctx.eps)
+        return (None, None, *grads)
 
 
 def _hand_backward(x: torch.Tensor) -> bool:

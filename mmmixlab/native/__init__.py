@@ -1,0 +1,107 @@
+"""Compiled CPU kernels, built on first use: the fused ``pointbert-tiny`` tokenizer
+(``tokenizer.cpp``).
+
+Why C++: the tiny tokenizer's layers are 6/16/32 channels wide over 131,072 points a batch of 64
+clouds, so torch runs them as narrow products and norms that each stream a (points, width)
+tensor through memory, and numba cannot keep a point's 32 accumulators in registers. One patch
+at a time in C++ (GCC/Clang vector extensions, 16 float lanes) keeps the patch in L1: forward
+and backward of 64 clouds took 27-29 ms against 49-52 ms for torch's ops under bf16 autocast
+(and 65-70 ms in float32) on one Sapphire Rapids core, in float32 (``benchmarks/RESULTS.md``).
+
+The extension is compiled with torch's extension loader (a C++ compiler and ninja; ``make
+install`` brings both) into the mmmixlab cache, under a name that digests the source, the flags,
+torch's version and this CPU's instruction sets (it is built with ``-march=native``, so a cache
+shared with another CPU is not reused). It takes ~20 s once per machine; later processes load it
+in well under a second; concurrent processes wait for one build. Without a compiler, or with
+``MMMIXLAB_NATIVE=0``, :func:`fused_tokenizer` returns None and the tokenizer runs in torch's
+ops (one warning names the reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("tokenizer.cpp")
+CFLAGS = ["-O3", "-march=native"]
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def build_key() -> str:
+    """What the compiled module depends on: source, flags, torch, Python, CPU."""
+    import torch
+
+    h = hashlib.sha1()
+    for part in (SOURCE.read_bytes(), " ".join(CFLAGS).encode(), torch.__version__.encode(),
+                 sys.version.encode(), platform.machine().encode(), _cpu_flags().encode()):
+        h.update(part)
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def _ninja_on_path() -> None:
+    # torch's loader runs `ninja` from the PATH; the pip wheel puts it next to the interpreter
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def _build():
+    from torch.utils.cpp_extension import load
+
+    from ..clip import resolve_cache_dir
+
+    if os.environ.get("MMMIXLAB_NATIVE", "1") == "0":
+        raise RuntimeError("disabled by MMMIXLAB_NATIVE=0")
+    if platform.system() != "Linux":
+        raise RuntimeError(f"built on Linux only (this is {platform.system()})")
+    key = build_key()
+    build_dir = resolve_cache_dir(None) / "native" / key
+    build_dir.mkdir(parents=True, exist_ok=True)
+    _ninja_on_path()
+    return load(name=f"mmmixlab_native_{key}", sources=[str(SOURCE)], extra_cflags=CFLAGS,
+                build_directory=str(build_dir), verbose=False)
+
+
+def fused_tokenizer():
+    """The compiled module (``tokenizer_forward``, ``tokenizer_backward``), or None when it
+    cannot be built here (the first failure is warned about once, with its reason)."""
+    if "module" not in _state:
+        with _lock:
+            if "module" not in _state:
+                try:
+                    _state["module"], _state["error"] = _build(), None
+                except Exception as err:  # no compiler, no ninja, a failed build, disabled
+                    _state["module"], _state["error"] = None, f"{type(err).__name__}: {err}"
+                    if os.environ.get("MMMIXLAB_NATIVE", "1") != "0":
+                        warnings.warn("mmmixlab: the fused CPU tokenizer could not be built, so "
+                                      "torch's ops run it (slower, same function): "
+                                      + _state["error"][:500], RuntimeWarning, stacklevel=2)
+    return _state["module"]
+
+
+def native_error() -> str | None:
+    """Why :func:`fused_tokenizer` returned None (after a call), else None."""
+    return _state.get("error")

@@ -1,0 +1,435 @@
+// The tiny Point-BERT tokenizer (pointbert-tiny: widths 16, 32, 32, 32) fused per patch, float32,
+// forward and backward, for the CPU. One patch's points, activations and statistics stay in L1
+// and registers; torch's ops stream each layer's (P * k, C) tensor through memory instead.
+//
+// The function is PatchTokenizer's (mmmixlab/encoders/pointbert.py), per patch of k points:
+//   h = relu(LN16(W1 x + b1))                      x: CIN = 3 or 6 input channels
+//   f = W2 h + b2                                   (k, 32)
+//   u = W3[:, :32] max_k f + W3[:, 32:] f + b3      (k, 32)
+//   g = relu(LN32(u))
+//   t = max_k (W4 g)                                (32,)  (the caller adds b4 once per patch)
+// computed in float32 whatever the caller's autocast (the products accumulate in float32, the
+// norms' statistics too). Backward recomputes the forward of each patch (cheaper here than
+// storing it) and returns the parameters' gradients; the input's gradient is not computed (the
+// caller only uses this when the patches do not require one). Weight gradients are summed per
+// chunk of CHUNK patches in float32 and the chunks added in order in float64, so the result does
+// not depend on how many threads ran the chunks. Max-pools propagate NaN as torch.max does.
+//
+// Written with GCC/Clang vector extensions (16 float lanes: one AVX-512 register, two AVX2
+// ones), not intrinsics; built with -O3 -march=native by mmmixlab.native on first use.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+
+inline v16 ld(const float* p) { v16 v; std::memcpy(&v, p, 64); return v; }
+inline void st(float* p, v16 v) { std::memcpy(p, &v, 64); }
+inline v16 bc(float s) { return (v16){} + s; }
+inline float hsum(v16 v) {
+  v8 lo, hi;
+  std::memcpy(&lo, &v, 32);
+  std::memcpy(&hi, reinterpret_cast<char*>(&v) + 32, 32);
+  const v8 s8 = lo + hi;
+  v4 a, b;
+  std::memcpy(&a, &s8, 16);
+  std::memcpy(&b, reinterpret_cast<const char*>(&s8) + 16, 16);
+  const v4 s4 = a + b;
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+// the new value where it is larger or NaN: once NaN, a lane stays NaN (torch.max's rule)
+inline v16 vmax(v16 cur, v16 x) { return (x > cur) | (x != x) ? x : cur; }
+inline v16 relu(v16 a) { return a > 0 ? a : (v16){}; }
+
+constexpr int H1 = 16, MID = 32, H2 = 32, TOK = 32, KMAX = 64, CHUNK = 64, PB = 8;
+
+struct Weights {  // row-major copies; "t": transposed (in, out) for the forward's products
+  const float *w1t, *b1, *g1, *be1, *w2t, *w2, *b2, *w3at, *w3bt, *w3, *b3, *g2, *be2, *w4t, *w4;
+  float eps;
+};
+
+struct Patch {  // one patch's forward, kept for its backward
+  alignas(64) float xh1[KMAX * H1];
+  alignas(64) float h[KMAX * H1];
+  alignas(64) float f[KMAX * MID];
+  alignas(64) float xh2[KMAX * H2];
+  alignas(64) float g[KMAX * H2];
+  alignas(64) float pooled[MID];
+  alignas(64) float t[KMAX * TOK];
+  alignas(64) float token[TOK];
+  float rs1[KMAX], rs2[KMAX];
+  int argp[MID], argt[TOK];
+};
+
+struct Grads {  // float32 sums over one chunk of patches
+  alignas(64) float w1t[8 * H1];  // (in, out); CIN <= 8
+  alignas(64) float b1[H1];
+  alignas(64) float g1[H1];
+  alignas(64) float be1[H1];
+  alignas(64) float w2[MID * H1];
+  alignas(64) float b2[MID];
+  alignas(64) float w3a[H2 * MID];
+  alignas(64) float w3b[H2 * MID];
+  alignas(64) float b3[H2];
+  alignas(64) float g2[H2];
+  alignas(64) float be2[H2];
+  alignas(64) float w4[TOK * H2];
+};
+
+// arg[c]: the first of the k rows of a (k, C) block holding column c's maximum (or NaN)
+inline void first_max_rows(const float* a, int k, int C, const float* max, int* arg) {
+  for (int c = 0; c < C; ++c) {
+    const bool nan = max[c] != max[c];
+    int r = 0;
+    for (int i = 0; i < k; ++i) {
+      const float v = a[i * C + c];
+      if (nan ? v != v : v == max[c]) { r = i; break; }
+    }
+    arg[c] = r;
+  }
+}
+
+template <int CIN>
+void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s) {
+  const v16 b1 = ld(w.b1), g1 = ld(w.g1), be1 = ld(w.be1);
+  for (int i = 0; i < k; ++i) {
+    const float* xi = x + (size_t)i * CIN;
+    v16 a = b1;
+    for (int c = 0; c < CIN; ++c) a += ld(w.w1t + c * H1) * xi[c];
+    const float m = hsum(a) * (1.f / H1);
+    const v16 d = a - m;
+    const float rs = 1.f / std::sqrt(hsum(d * d) * (1.f / H1) + w.eps);
+    st(s.xh1 + i * H1, d * rs);
+    s.rs1[i] = rs;
+    st(s.h + i * H1, relu(d * rs * g1 + be1));
+  }
+  const v16 b20 = ld(w.b2), b21 = ld(w.b2 + 16);
+  v16 pool0 = bc(-INFINITY), pool1 = bc(-INFINITY);
+  for (int i0 = 0; i0 < k; i0 += PB) {
+    v16 f0[PB], f1[PB];
+    for (int p = 0; p < PB; ++p) { f0[p] = b20; f1[p] = b21; }
+    for (int c = 0; c < H1; ++c) {
+      const v16 w0 = ld(w.w2t + c * MID), w1 = ld(w.w2t + c * MID + 16);
+      for (int p = 0; p < PB; ++p) {
+        const float hv = s.h[std::min(i0 + p, k - 1) * H1 + c];
+        f0[p] += w0 * hv;
+        f1[p] += w1 * hv;
+      }
+    }
+    for (int p = 0; p < PB && i0 + p < k; ++p) {
+      st(s.f + (i0 + p) * MID, f0[p]);
+      st(s.f + (i0 + p) * MID + 16, f1[p]);
+      pool0 = vmax(pool0, f0[p]);
+      pool1 = vmax(pool1, f1[p]);
+    }
+  }
+  st(s.pooled, pool0);
+  st(s.pooled + 16, pool1);
+  first_max_rows(s.f, k, MID, s.pooled, s.argp);
+  v16 pp0 = ld(w.b3), pp1 = ld(w.b3 + 16);
+  for (int c = 0; c < MID; ++c) {
+    pp0 += ld(w.w3at + c * H2) * s.pooled[c];
+    pp1 += ld(w.w3at + c * H2 + 16) * s.pooled[c];
+  }
+  const v16 g20 = ld(w.g2), g21 = ld(w.g2 + 16), be20 = ld(w.be2), be21 = ld(w.be2 + 16);
+  v16 tok0 = bc(-INFINITY), tok1 = bc(-INFINITY);
+  for (int i0 = 0; i0 < k; i0 += PB) {
+    v16 u0[PB], u1[PB];
+    for (int p = 0; p < PB; ++p) { u0[p] = pp0; u1[p] = pp1; }
+    for (int c = 0; c < MID; ++c) {
+      const v16 w0 = ld(w.w3bt + c * H2), w1 = ld(w.w3bt + c * H2 + 16);
+      for (int p = 0; p < PB; ++p) {
+        const float fv = s.f[std::min(i0 + p, k - 1) * MID + c];
+        u0[p] += w0 * fv;
+        u1[p] += w1 * fv;
+      }
+    }
+    for (int p = 0; p < PB && i0 + p < k; ++p) {
+      const int i = i0 + p;
+      const float m = (hsum(u0[p]) + hsum(u1[p])) * (1.f / H2);
+      const v16 d0 = u0[p] - m, d1 = u1[p] - m;
+      const float rs = 1.f / std::sqrt((hsum(d0 * d0) + hsum(d1 * d1)) * (1.f / H2) + w.eps);
+      st(s.xh2 + i * H2, d0 * rs);
+      st(s.xh2 + i * H2 + 16, d1 * rs);
+      s.rs2[i] = rs;
+      st(s.g + i * H2, relu(d0 * rs * g20 + be20));
+      st(s.g + i * H2 + 16, relu(d1 * rs * g21 + be21));
+    }
+    v16 t0[PB], t1[PB];
+    for (int p = 0; p < PB; ++p) { t0[p] = (v16){}; t1[p] = (v16){}; }
+    for (int c = 0; c < H2; ++c) {
+      const v16 w0 = ld(w.w4t + c * TOK), w1 = ld(w.w4t + c * TOK + 16);
+      for (int p = 0; p < PB; ++p) {
+        const float gv = s.g[std::min(i0 + p, k - 1) * H2 + c];
+        t0[p] += w0 * gv;
+        t1[p] += w1 * gv;
+      }
+    }
+    for (int p = 0; p < PB && i0 + p < k; ++p) {
+      st(s.t + (i0 + p) * TOK, t0[p]);
+      st(s.t + (i0 + p) * TOK + 16, t1[p]);
+      tok0 = vmax(tok0, t0[p]);
+      tok1 = vmax(tok1, t1[p]);
+    }
+  }
+  st(s.token, tok0);
+  st(s.token + 16, tok1);
+  first_max_rows(s.t, k, TOK, s.token, s.argt);
+}
+
+// LayerNorm + ReLU backward of one row of 16 * NV values; dgamma, dbeta accumulate
+template <int NV>
+inline void norm_relu_backward(const float* dy, const float* xh, float rs, const float* gamma,
+                               const float* y, v16* dgamma, v16* dbeta, float* dx) {
+  v16 gy[NV], xv[NV], dxh[NV];
+  v16 sa = {}, sb = {};
+  for (int v = 0; v < NV; ++v) {
+    xv[v] = ld(xh + 16 * v);
+    gy[v] = ld(y + 16 * v) > 0 ? ld(dy + 16 * v) : (v16){};
+    dgamma[v] += gy[v] * xv[v];
+    dbeta[v] += gy[v];
+    dxh[v] = gy[v] * ld(gamma + 16 * v);
+    sa += dxh[v];
+    sb += dxh[v] * xv[v];
+  }
+  const float a = hsum(sa) * (1.f / (16 * NV)), b = hsum(sb) * (1.f / (16 * NV));
+  for (int v = 0; v < NV; ++v) st(dx + 16 * v, (dxh[v] - a - xv[v] * b) * rs);
+}
+
+// acc (O, 16 NV) += sum_i d[i, o] r[i, :] over k rows (d: (k, O), r: (k, 16 NV))
+template <int O, int NV>
+inline void add_outer(const float* d, const float* r, int k, float* acc) {
+  for (int o0 = 0; o0 < O; o0 += 4) {
+    v16 a[4][NV];
+    for (int q = 0; q < 4; ++q)
+      for (int v = 0; v < NV; ++v) a[q][v] = (v16){};
+    for (int i = 0; i < k; ++i) {
+      v16 rv[NV];
+      for (int v = 0; v < NV; ++v) rv[v] = ld(r + i * 16 * NV + 16 * v);
+      for (int q = 0; q < 4; ++q) {
+        const float dv = d[i * O + o0 + q];
+        for (int v = 0; v < NV; ++v) a[q][v] += rv[v] * dv;
+      }
+    }
+    for (int q = 0; q < 4; ++q)
+      for (int v = 0; v < NV; ++v) {
+        float* p = acc + (o0 + q) * 16 * NV + 16 * v;
+        st(p, ld(p) + a[q][v]);
+      }
+  }
+}
+
+template <int CIN>
+void backward_patch(const float* __restrict x, int k, const Weights& w, const Patch& s,
+                    const float* dtok, Grads& G) {
+  // t = max_k W4 g: each output's gradient goes to its maximum's row
+  alignas(64) float dg[KMAX * H2];
+  std::memset(dg, 0, sizeof(float) * k * H2);
+  for (int o = 0; o < TOK; ++o) {
+    const int i = s.argt[o];
+    const float d = dtok[o];
+    float* r = G.w4 + o * H2;
+    st(r, ld(r) + ld(s.g + i * H2) * d);
+    st(r + 16, ld(r + 16) + ld(s.g + i * H2 + 16) * d);
+    st(dg + i * H2, ld(dg + i * H2) + ld(w.w4 + o * H2) * d);
+    st(dg + i * H2 + 16, ld(dg + i * H2 + 16) + ld(w.w4 + o * H2 + 16) * d);
+  }
+  alignas(64) float du[KMAX * H2];
+  v16 dg2[2] = {ld(G.g2), ld(G.g2 + 16)}, dbe2[2] = {ld(G.be2), ld(G.be2 + 16)};
+  for (int i = 0; i < k; ++i)
+    norm_relu_backward<2>(dg + i * H2, s.xh2 + i * H2, s.rs2[i], w.g2, s.g + i * H2, dg2, dbe2,
+                          du + i * H2);
+  st(G.g2, dg2[0]); st(G.g2 + 16, dg2[1]); st(G.be2, dbe2[0]); st(G.be2 + 16, dbe2[1]);
+  // u = W3b f + W3a pooled + b3
+  add_outer<H2, 2>(du, s.f, k, G.w3b);
+  alignas(64) float df[KMAX * MID];
+  for (int i0 = 0; i0 < k; i0 += 4) {
+    v16 a0[4], a1[4];
+    for (int p = 0; p < 4; ++p) { a0[p] = (v16){}; a1[p] = (v16){}; }
+    for (int o = 0; o < H2; ++o) {
+      const v16 w0 = ld(w.w3 + o * 2 * MID + MID), w1 = ld(w.w3 + o * 2 * MID + MID + 16);
+      for (int p = 0; p < 4; ++p) {
+        const float d = du[std::min(i0 + p, k - 1) * H2 + o];
+        a0[p] += w0 * d;
+        a1[p] += w1 * d;
+      }
+    }
+    for (int p = 0; p < 4 && i0 + p < k; ++p) {
+      st(df + (i0 + p) * MID, a0[p]);
+      st(df + (i0 + p) * MID + 16, a1[p]);
+    }
+  }
+  v16 dpp0 = {}, dpp1 = {};
+  for (int i = 0; i < k; ++i) { dpp0 += ld(du + i * H2); dpp1 += ld(du + i * H2 + 16); }
+  alignas(64) float dpp[H2];
+  st(dpp, dpp0); st(dpp + 16, dpp1);
+  st(G.b3, ld(G.b3) + dpp0); st(G.b3 + 16, ld(G.b3 + 16) + dpp1);
+  const v16 p0 = ld(s.pooled), p1 = ld(s.pooled + 16);
+  v16 dpool0 = {}, dpool1 = {};
+  for (int o = 0; o < H2; ++o) {
+    const float d = dpp[o];
+    st(G.w3a + o * MID, ld(G.w3a + o * MID) + p0 * d);
+    st(G.w3a + o * MID + 16, ld(G.w3a + o * MID + 16) + p1 * d);
+    dpool0 += ld(w.w3 + o * 2 * MID) * d;
+    dpool1 += ld(w.w3 + o * 2 * MID + 16) * d;
+  }
+  for (int c = 0; c < MID; ++c) df[s.argp[c] * MID + c] += c < 16 ? dpool0[c] : dpool1[c - 16];
+  // f = W2 h + b2
+  add_outer<MID, 1>(df, s.h, k, G.w2);
+  v16 db20 = {}, db21 = {};
+  for (int i = 0; i < k; ++i) { db20 += ld(df + i * MID); db21 += ld(df + i * MID + 16); }
+  st(G.b2, ld(G.b2) + db20); st(G.b2 + 16, ld(G.b2 + 16) + db21);
+  alignas(64) float dh[KMAX * H1];
+  for (int i0 = 0; i0 < k; i0 += PB) {
+    v16 a[PB];
+    for (int p = 0; p < PB; ++p) a[p] = (v16){};
+    for (int o = 0; o < MID; ++o) {
+      const v16 w0 = ld(w.w2 + o * H1);
+      for (int p = 0; p < PB; ++p) a[p] += w0 * df[std::min(i0 + p, k - 1) * MID + o];
+    }
+    for (int p = 0; p < PB && i0 + p < k; ++p) st(dh + (i0 + p) * H1, a[p]);
+  }
+  // h = relu(LN16(W1 x + b1))
+  v16 dg1[1] = {ld(G.g1)}, dbe1[1] = {ld(G.be1)};
+  v16 db1 = {}, dw1[CIN];
+  for (int c = 0; c < CIN; ++c) dw1[c] = (v16){};
+  alignas(64) float da[H1];
+  for (int i = 0; i < k; ++i) {
+    norm_relu_backward<1>(dh + i * H1, s.xh1 + i * H1, s.rs1[i], w.g1, s.h + i * H1, dg1, dbe1, da);
+    const v16 dav = ld(da);
+    db1 += dav;
+    for (int c = 0; c < CIN; ++c) dw1[c] += dav * x[(size_t)i * CIN + c];
+  }
+  st(G.g1, dg1[0]); st(G.be1, dbe1[0]);
+  st(G.b1, ld(G.b1) + db1);
+  for (int c = 0; c < CIN; ++c) st(G.w1t + c * H1, ld(G.w1t + c * H1) + dw1[c]);
+}
+
+struct Prepared {
+  std::vector<torch::Tensor> keep;
+  Weights w;
+};
+
+Prepared prepare(const std::vector<torch::Tensor>& p, double eps, int cin) {
+  // p: w1 (16, cin), b1, g1, be1, w2 (32, 16), b2, w3 (32, 64), b3, g2, be2, w4 (32, 32)
+  const std::vector<std::vector<int64_t>> shapes = {
+      {H1, cin}, {H1}, {H1}, {H1}, {MID, H1}, {MID}, {H2, 2 * MID}, {H2}, {H2}, {H2}, {TOK, H2}};
+  TORCH_CHECK(p.size() == shapes.size(), "fused tokenizer: expected 11 parameters, got ", p.size());
+  for (size_t i = 0; i < p.size(); ++i) {
+    TORCH_CHECK(p[i].device().is_cpu() && p[i].scalar_type() == torch::kFloat32,
+                "fused tokenizer: parameter ", i, " must be a float32 CPU tensor");
+    TORCH_CHECK(p[i].sizes().vec() == shapes[i], "fused tokenizer: parameter ", i, " has shape ",
+                p[i].sizes(), ", expected ", c10::IntArrayRef(shapes[i]));
+  }
+  Prepared r;
+  r.keep = {p[0].t().contiguous(), p[1].contiguous(), p[2].contiguous(), p[3].contiguous(),
+            p[4].t().contiguous(), p[4].contiguous(), p[5].contiguous(),
+            p[6].narrow(1, 0, MID).t().contiguous(), p[6].narrow(1, MID, MID).t().contiguous(),
+            p[6].contiguous(), p[7].contiguous(), p[8].contiguous(), p[9].contiguous(),
+            p[10].t().contiguous(), p[10].contiguous()};
+  auto f = [&](int i) { return r.keep[i].data_ptr<float>(); };
+  r.w = Weights{f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9), f(10), f(11), f(12),
+                f(13), f(14), (float)eps};
+  return r;
+}
+
+void check_input(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 3, "fused tokenizer: patches must be (P, k, C), got ", x.sizes());
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
+              "fused tokenizer: patches must be a contiguous float32 CPU tensor");
+  TORCH_CHECK(x.size(1) >= 1 && x.size(1) <= KMAX, "fused tokenizer: 1 to ", KMAX,
+              " points per patch, got ", x.size(1));
+  TORCH_CHECK(x.size(2) == 3 || x.size(2) == 6, "fused tokenizer: 3 or 6 input channels, got ",
+              x.size(2));
+}
+
+template <int CIN>
+void forward_all(const torch::Tensor& x, const Weights& w, torch::Tensor& out) {
+  const int64_t P = x.size(0), k = x.size(1);
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, P, 16, [&](int64_t lo, int64_t hi) {
+    auto s = std::make_unique<Patch>();
+    for (int64_t p = lo; p < hi; ++p) {
+      forward_patch<CIN>(xp + p * k * CIN, (int)k, w, *s);
+      std::memcpy(op + p * TOK, s->token, sizeof(float) * TOK);
+    }
+  });
+}
+
+template <int CIN>
+std::vector<double> backward_all(const torch::Tensor& x, const torch::Tensor& dtok, const Weights& w) {
+  const int64_t P = x.size(0), k = x.size(1), chunks = (P + CHUNK - 1) / CHUNK;
+  const float* xp = x.data_ptr<float>();
+  const float* dp = dtok.data_ptr<float>();
+  std::vector<Grads> parts(chunks);
+  at::parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
+    auto s = std::make_unique<Patch>();
+    for (int64_t c = lo; c < hi; ++c) {
+      Grads& G = parts[c];
+      std::memset(&G, 0, sizeof(Grads));
+      for (int64_t p = c * CHUNK; p < std::min(P, (c + 1) * CHUNK); ++p) {
+        forward_patch<CIN>(xp + p * k * CIN, (int)k, w, *s);
+        backward_patch<CIN>(xp + p * k * CIN, (int)k, w, *s, dp + p * TOK, G);
+      }
+    }
+  });
+  const size_t n = sizeof(Grads) / sizeof(float);
+  std::vector<double> total(n, 0.0);
+  for (const Grads& G : parts) {  // in chunk order: the same sums on any number of threads
+    const float* g = reinterpret_cast<const float*>(&G);
+    for (size_t i = 0; i < n; ++i) total[i] += g[i];
+  }
+  return total;
+}
+
+}  // namespace
+
+torch::Tensor tokenizer_forward(torch::Tensor x, std::vector<torch::Tensor> params, double eps) {
+  check_input(x);
+  const int cin = (int)x.size(2);
+  Prepared pr = prepare(params, eps, cin);
+  auto out = torch::empty({x.size(0), TOK}, x.options());
+  if (cin == 3) forward_all<3>(x, pr.w, out); else forward_all<6>(x, pr.w, out);
+  return out;
+}
+
+std::vector<torch::Tensor> tokenizer_backward(torch::Tensor x, torch::Tensor dtok,
+                                              std::vector<torch::Tensor> params, double eps) {
+  check_input(x);
+  TORCH_CHECK(dtok.device().is_cpu() && dtok.scalar_type() == torch::kFloat32 &&
+                  dtok.is_contiguous() && dtok.dim() == 2 && dtok.size(0) == x.size(0) &&
+                  dtok.size(1) == TOK,
+              "fused tokenizer: the gradient must be a contiguous float32 (P, ", TOK, ") tensor");
+  const int cin = (int)x.size(2);
+  Prepared pr = prepare(params, eps, cin);
+  const std::vector<double> t = cin == 3 ? backward_all<3>(x, dtok, pr.w) : backward_all<6>(x, dtok, pr.w);
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const double* base = t.data();
+  Grads layout;
+  auto at = [&](const float* field, std::vector<int64_t> shape) {
+    const size_t off = field - reinterpret_cast<const float*>(&layout);
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return torch::from_blob(const_cast<double*>(base + off), {n}, f64).view(shape).to(torch::kFloat32);
+  };
+  auto w1 = at(layout.w1t, {8, H1}).narrow(0, 0, cin).t().contiguous();
+  auto w3 = torch::cat({at(layout.w3a, {H2, MID}), at(layout.w3b, {H2, MID})}, 1);
+  return {w1, at(layout.b1, {H1}), at(layout.g1, {H1}), at(layout.be1, {H1}), at(layout.w2, {MID, H1}),
+          at(layout.b2, {MID}), w3, at(layout.b3, {H2}), at(layout.g2, {H2}), at(layout.be2, {H2}),
+          at(layout.w4, {TOK, H2})};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("tokenizer_forward", &tokenizer_forward, "fused tiny tokenizer forward (float32)");
+  m.def("tokenizer_backward", &tokenizer_backward, "fused tiny tokenizer parameter gradients");
+}

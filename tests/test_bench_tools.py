@@ -142,3 +142,20 @@ def test_freed_memory_benchmark_runs_its_three_sides():
     assert "retain/retain-4k" in text and "retain-4k ms" in text
     with pytest.raises(SystemExit):
         freed_memory.main(["--phases", "stage3"])
+
+
+def test_fused_tokenizer_benchmark_rows():
+    """benchmarks.fused_tokenizer: the tokenizer alone against torch's ops (autocast and
+    float32) and a whole step with the compiled tokenizer switched on and off."""
+    from benchmarks import fused_tokenizer
+    from mmmixlab import native
+
+    if native.fused_tokenizer() is None:
+        pytest.skip(f"no compiled tokenizer here: {native.native_error()}")
+    res = fused_tokenizer.run(quick=True)
+    tk = res["tokenizer"]
+    assert tk["compiled_ms"] > 0 and tk["torch_amp_ms"] > 0 and tk["torch_fp32_ms"] > 0
+    assert [r["what"] for r in res["steps"]] == ["step baseline"]
+    assert res["steps"][0]["ratio"]["paired"] > 0
+    text = fused_tokenizer.report(res)
+    assert "compiled/fp32" in text and "step baseline" in text

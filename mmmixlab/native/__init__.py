@@ -20,6 +20,7 @@ ops (one warning names the reason).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -69,9 +70,16 @@ def _ninja_on_path() -> None:
 
 
 def _build():
-    from torch.utils.cpp_extension import load
-
     from ..clip import resolve_cache_dir
+
+    # its import warns "No CUDA runtime is found" on every CPU machine with a CUDA_HOME: noise
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import load
+    finally:
+        quiet.setLevel(level)
 
     if os.environ.get("MMMIXLAB_NATIVE", "1") == "0":
         raise RuntimeError("disabled by MMMIXLAB_NATIVE=0")

@@ -98,6 +98,22 @@ inline void first_max_rows(const float* a, int k, int C, const float* max, int* 
   }
 }
 
+// o0/o1[p] (32 outputs as two vectors) = init + sum_c wt[c, :] rows[min(i0 + p, k - 1), c] for
+// PB rows at once: the forward's three 32-wide products (rows of IN values, wt (IN, 32))
+template <int IN>
+inline void rows_times(const float* rows, int i0, int k, const float* wt, v16 init0, v16 init1,
+                       v16* o0, v16* o1) {
+  for (int p = 0; p < PB; ++p) { o0[p] = init0; o1[p] = init1; }
+  for (int c = 0; c < IN; ++c) {
+    const v16 w0 = ld(wt + c * 32), w1 = ld(wt + c * 32 + 16);
+    for (int p = 0; p < PB; ++p) {
+      const float v = rows[std::min(i0 + p, k - 1) * IN + c];
+      o0[p] += w0 * v;
+      o1[p] += w1 * v;
+    }
+  }
+}
+
 template <int CIN>
 void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s) {
   const v16 b1 = ld(w.b1), g1 = ld(w.g1), be1 = ld(w.be1);
@@ -116,15 +132,7 @@ void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s)
   v16 pool0 = bc(-INFINITY), pool1 = bc(-INFINITY);
   for (int i0 = 0; i0 < k; i0 += PB) {
     v16 f0[PB], f1[PB];
-    for (int p = 0; p < PB; ++p) { f0[p] = b20; f1[p] = b21; }
-    for (int c = 0; c < H1; ++c) {
-      const v16 w0 = ld(w.w2t + c * MID), w1 = ld(w.w2t + c * MID + 16);
-      for (int p = 0; p < PB; ++p) {
-        const float hv = s.h[std::min(i0 + p, k - 1) * H1 + c];
-        f0[p] += w0 * hv;
-        f1[p] += w1 * hv;
-      }
-    }
+    rows_times<H1>(s.h, i0, k, w.w2t, b20, b21, f0, f1);
     for (int p = 0; p < PB && i0 + p < k; ++p) {
       st(s.f + (i0 + p) * MID, f0[p]);
       st(s.f + (i0 + p) * MID + 16, f1[p]);
@@ -144,15 +152,7 @@ void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s)
   v16 tok0 = bc(-INFINITY), tok1 = bc(-INFINITY);
   for (int i0 = 0; i0 < k; i0 += PB) {
     v16 u0[PB], u1[PB];
-    for (int p = 0; p < PB; ++p) { u0[p] = pp0; u1[p] = pp1; }
-    for (int c = 0; c < MID; ++c) {
-      const v16 w0 = ld(w.w3bt + c * H2), w1 = ld(w.w3bt + c * H2 + 16);
-      for (int p = 0; p < PB; ++p) {
-        const float fv = s.f[std::min(i0 + p, k - 1) * MID + c];
-        u0[p] += w0 * fv;
-        u1[p] += w1 * fv;
-      }
-    }
+    rows_times<MID>(s.f, i0, k, w.w3bt, pp0, pp1, u0, u1);
     for (int p = 0; p < PB && i0 + p < k; ++p) {
       const int i = i0 + p;
       const float m = (hsum(u0[p]) + hsum(u1[p])) * (1.f / H2);
@@ -165,15 +165,7 @@ void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s)
       st(s.g + i * H2 + 16, relu(d1 * rs * g21 + be21));
     }
     v16 t0[PB], t1[PB];
-    for (int p = 0; p < PB; ++p) { t0[p] = (v16){}; t1[p] = (v16){}; }
-    for (int c = 0; c < H2; ++c) {
-      const v16 w0 = ld(w.w4t + c * TOK), w1 = ld(w.w4t + c * TOK + 16);
-      for (int p = 0; p < PB; ++p) {
-        const float gv = s.g[std::min(i0 + p, k - 1) * H2 + c];
-        t0[p] += w0 * gv;
-        t1[p] += w1 * gv;
-      }
-    }
+    rows_times<H2>(s.g, i0, k, w.w4t, (v16){}, (v16){}, t0, t1);
     for (int p = 0; p < PB && i0 + p < k; ++p) {
       st(s.t + (i0 + p) * TOK, t0[p]);
       st(s.t + (i0 + p) * TOK + 16, t1[p]);

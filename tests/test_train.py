@@ -360,7 +360,9 @@ def test_cpu_bf16_training_runs_the_compiled_tokenizer_paths(monkeypatch):
                         counted("norm_backward", ops.layer_norm_relu_backward))
     monkeypatch.setattr(ops, "linear_max_rows_backward",
                         counted("pooled_backward", ops.linear_max_rows_backward))
-    cfg = toy_cfg("mm-mixing", **{"train.encoder": "pointbert-tiny", "train.amp": "bf16"})
+    # the bf16 path itself: the compiled float32 tokenizer (tests/test_native.py) off
+    cfg = toy_cfg("mm-mixing", **{"train.encoder": "pointbert-tiny", "train.amp": "bf16",
+                                  "train.fused_tokenizer": False})
     trainer = Trainer(cfg, toy_batches(d=16), embed_dim=16, progress=False)
     result = trainer.fit()
     assert result.precision == "bf16"

@@ -114,6 +114,17 @@ inline void rows_times(const float* rows, int i0, int k, const float* wt, v16 in
   }
 }
 
+// rows i0.. of a (k, 32) block stored from o0/o1, and folded into the running max m0/m1
+inline void store_rows_max(float* dst, int i0, int k, const v16* o0, const v16* o1, v16& m0,
+                           v16& m1) {
+  for (int p = 0; p < PB && i0 + p < k; ++p) {
+    st(dst + (i0 + p) * 32, o0[p]);
+    st(dst + (i0 + p) * 32 + 16, o1[p]);
+    m0 = vmax(m0, o0[p]);
+    m1 = vmax(m1, o1[p]);
+  }
+}
+
 template <int CIN>
 void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s) {
   const v16 b1 = ld(w.b1), g1 = ld(w.g1), be1 = ld(w.be1);
@@ -133,12 +144,7 @@ void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s)
   for (int i0 = 0; i0 < k; i0 += PB) {
     v16 f0[PB], f1[PB];
     rows_times<H1>(s.h, i0, k, w.w2t, b20, b21, f0, f1);
-    for (int p = 0; p < PB && i0 + p < k; ++p) {
-      st(s.f + (i0 + p) * MID, f0[p]);
-      st(s.f + (i0 + p) * MID + 16, f1[p]);
-      pool0 = vmax(pool0, f0[p]);
-      pool1 = vmax(pool1, f1[p]);
-    }
+    store_rows_max(s.f, i0, k, f0, f1, pool0, pool1);
   }
   st(s.pooled, pool0);
   st(s.pooled + 16, pool1);
@@ -166,12 +172,7 @@ void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s)
     }
     v16 t0[PB], t1[PB];
     rows_times<H2>(s.g, i0, k, w.w4t, (v16){}, (v16){}, t0, t1);
-    for (int p = 0; p < PB && i0 + p < k; ++p) {
-      st(s.t + (i0 + p) * TOK, t0[p]);
-      st(s.t + (i0 + p) * TOK + 16, t1[p]);
-      tok0 = vmax(tok0, t0[p]);
-      tok1 = vmax(tok1, t1[p]);
-    }
+    store_rows_max(s.t, i0, k, t0, t1, tok0, tok1);
   }
   st(s.token, tok0);
   st(s.token + 16, tok1);

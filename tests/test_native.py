@@ -120,6 +120,9 @@ def test_fused_tokenizer_falls_back_where_it_does_not_fit():
     assert not tok.fused_fits(torch.randn(1, 4, 65, 6))
     wide = pb.PatchTokenizer(6, (16, 32, 24, 40), 48)
     assert not wide.fused_fits(x)
+    other_eps = copy.deepcopy(tok)
+    other_eps.second[1].eps = 1e-6   # the kernel takes one eps for both norms
+    assert not other_eps.fused_fits(x)
     tok.fused = False
     assert not tok.fused_fits(x)
 

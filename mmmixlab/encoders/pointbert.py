@@ -123,13 +123,15 @@ class PatchTokenizer(nn.Module):
 
     def fused_fits(self, patches: torch.Tensor) -> bool:
         """Whether :class:`_FusedTokenizer` runs this forward: ``fused`` on, the tiny widths
-        (16, 32, 32, 32) on 3 or 6 channels, at most 64 points a patch, float32 CPU patches and
-        parameters, no gradient wanted for the patches, no double backward (the compiled
-        module built here, see :func:`mmmixlab.native.fused_tokenizer`)."""
+        (16, 32, 32, 32) on 3 or 6 channels, at most 64 points a patch, one eps for both norms,
+        float32 CPU patches and parameters, no gradient wanted for the patches (the compiled
+        module built here, see :func:`mmmixlab.native.fused_tokenizer`). Like the bf16 path it
+        is once differentiable."""
         first, second = self.first, self.second
         dims = (first[0].out_features, first[3].out_features, second[0].out_features,
                 second[3].out_features)
         return (self.fused and dims == (16, 32, 32, 32) and patches.shape[-1] in (3, 6)
+                and first[1].eps == second[1].eps
                 and 1 <= patches.shape[-2] <= 64 and patches.device.type == "cpu"
                 and patches.dtype == torch.float32 and not patches.requires_grad
                 and all(p.dtype == torch.float32 for p in self._fused_params())

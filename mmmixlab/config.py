@@ -155,7 +155,7 @@ class TrainConfig:
     share_patches: bool = True
     # pointbert-tiny's tokenizer in one compiled pass per patch on the CPU (mmmixlab.native,
     # built on first use where a C++ compiler is found), in float32 whatever train.amp: whole
-    # steps at 0.83-0.87 of torch's ops under bf16 autocast on one Sapphire Rapids core; other
+    # steps at 0.86-0.87 of torch's ops under bf16 autocast on one Sapphire Rapids core; other
     # numbers (float32 rounding, not bf16's), zero-shot within seed noise (benchmarks/RESULTS.md)
     fused_tokenizer: bool = True
     deterministic: bool = False   # deterministic kernels (slower on GPU; CPU is already)

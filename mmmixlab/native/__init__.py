@@ -5,8 +5,9 @@ Why C++: the tiny tokenizer's layers are 6/16/32 channels wide over 131,072 poin
 clouds, so torch runs them as narrow products and norms that each stream a (points, width)
 tensor through memory, and numba cannot keep a point's 32 accumulators in registers. One patch
 at a time in C++ (GCC/Clang vector extensions, 16 float lanes) keeps the patch in L1: forward
-and backward of 64 clouds took 27-29 ms against 49-52 ms for torch's ops under bf16 autocast
-(and 65-70 ms in float32) on one Sapphire Rapids core, in float32 (``benchmarks/RESULTS.md``).
+and backward of 64 clouds took 36.6 ms against 50.8 ms for torch's ops under bf16 autocast
+(67.5 ms in float32) on one Sapphire Rapids core, in float32; whole training steps 0.86-0.87
+of torch's ops (``benchmarks/fused_tokenizer.py``, ``benchmarks/RESULTS.md``).
 
 The extension is compiled with torch's extension loader (a C++ compiler and ninja; ``make
 install`` brings both) into the mmmixlab cache, under a name that digests the source, the flags,

@@ -102,7 +102,7 @@ def fused_tokenizer():
             if "module" not in _state:
                 try:
                     _state["module"], _state["error"] = _build(), None
-                except Exception as err:  # no compiler, no ninja, a failed build, disabled
+                except Exception as err:  # noqa: BLE001 (no compiler or ninja, a failed build: fall back)
                     _state["module"], _state["error"] = None, f"{type(err).__name__}: {err}"
                     if os.environ.get("MMMIXLAB_NATIVE", "1") != "0":
                         warnings.warn("mmmixlab: the fused CPU tokenizer could not be built, so "

@@ -77,7 +77,7 @@ def _step_row(phase: str, rounds: int, device: torch.device) -> dict:
 
 def run(device: torch.device = None, quick: bool = False, phases=None) -> dict:
     device = resolve_device("cpu") if device is None or device.type != "cpu" else device
-    if native.fused_tokenizer() is None:
+    if native.compiled() is None:
         return {"error": f"no compiled tokenizer here: {native.native_error()}"}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

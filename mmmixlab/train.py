@@ -59,7 +59,7 @@ from .checkpoints import (
 )
 from .config import RunConfig
 from .device import autocast_dtype, precision_name, resolve_device, retain_freed_memory
-from .encoders import create_point_encoder, set_fused_tokenizer
+from .encoders import create_point_encoder, set_fused_attention, set_fused_tokenizer
 from .encoders.common import PatchIndex
 from .fileio import atomic_path
 from .losses import LogitScale
@@ -326,6 +326,7 @@ class Trainer(StepContext):
         enc = create_point_encoder(tc.encoder, out_dim=self.embed_dim,
                                    in_channels=self.cfg.data.in_channels, **tc.encoder_overrides)
         set_fused_tokenizer(enc, tc.fused_tokenizer)
+        set_fused_attention(enc, tc.fused_attention)
         if tc.grad_cache_chunk and getattr(enc, "mixes_batch", False):
             # chunked forward passes would normalise over chunks, not the batch: another model
             raise ValueError(f"gradient caching (train.grad_cache_chunk={tc.grad_cache_chunk}) "

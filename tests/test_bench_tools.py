@@ -150,7 +150,7 @@ def test_fused_tokenizer_benchmark_rows():
     from benchmarks import fused_tokenizer
     from mmmixlab import native
 
-    if native.fused_tokenizer() is None:
+    if native.compiled() is None:
         pytest.skip(f"no compiled tokenizer here: {native.native_error()}")
     res = fused_tokenizer.run(quick=True)
     tk = res["tokenizer"]

@@ -404,25 +404,26 @@ def test_attention_runs_in_float32_under_cpu_autocast():
 
 @pytest.mark.parametrize("name", ["pointbert-tiny", "openshape-pointbert-tiny"])
 def test_transformer_encoders_attend_through_the_shared_helper(name, monkeypatch):
-    """Every transformer block calls ``common.attention`` (so CPU autocast keeps attention in
-    float32); a block calling SDPA directly would not be counted."""
+    """Every transformer block calls ``common.packed_attention`` (the compiled attention where
+    it fits), and with it switched off, ``common.attention`` (so CPU autocast keeps attention
+    in float32); a block calling SDPA directly would not be counted."""
     import mmmixlab.encoders.openshape_pointbert as osp
     import mmmixlab.encoders.pointbert as pb
-    from mmmixlab.encoders.common import attention
+    from mmmixlab.encoders import common, set_fused_attention
 
-    calls = []
-
-    def counted(q, k, v):
-        calls.append(q.shape)
-        return attention(q, k, v)
-
+    packed, plain = [], []
+    real_packed, real_plain = common.packed_attention, common.attention
     module = pb if name == "pointbert-tiny" else osp
-    monkeypatch.setattr(module, "attention", counted)
+    monkeypatch.setattr(module, "packed_attention",
+                        lambda qkv, *a: packed.append(qkv.shape) or real_packed(qkv, *a))
+    monkeypatch.setattr(common, "attention",
+                        lambda q, k, v: plain.append(q.shape) or real_plain(q, k, v))
     enc = create_point_encoder(name, 16)
+    depth = len(enc.blocks) if name == "pointbert-tiny" else len(enc.ppat.transformer.layers)
+    assert set_fused_attention(enc, False) == depth >= 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
         feats = enc(torch.rand(2, 1024, 6) * 2 - 1)
-    depth = len(enc.blocks) if name == "pointbert-tiny" else len(enc.ppat.transformer.layers)
-    assert len(calls) == depth >= 1 and torch.isfinite(feats.float()).all()
+    assert len(packed) == len(plain) == depth and torch.isfinite(feats.float()).all()
 
 
 # --- patches cut once and passed in (train.share_patches) ------------------------------------

@@ -17,7 +17,7 @@ from mmmixlab import native
 from mmmixlab.encoders import create_point_encoder, set_fused_tokenizer
 from mmmixlab.encoders import pointbert as pb
 
-pytestmark = pytest.mark.skipif(native.fused_tokenizer() is None,
+pytestmark = pytest.mark.skipif(native.compiled() is None,
                                 reason=f"no compiled tokenizer here: {native.native_error()}")
 
 
@@ -135,14 +135,14 @@ def test_fused_tokenizer_falls_back_where_it_does_not_fit():
 def test_compiled_module_rejects_bad_patches(bad, match):
     tok = _tokenizer()
     with pytest.raises(RuntimeError, match=match):
-        native.fused_tokenizer().tokenizer_forward(bad, tok._fused_params(), 1e-5)
+        native.compiled().tokenizer_forward(bad, tok._fused_params(), 1e-5)
 
 
 def test_compiled_module_rejects_wrong_parameter_shapes():
     params = _tokenizer()._fused_params()
     params[4] = torch.randn(32, 17)
     with pytest.raises(RuntimeError, match="parameter 4 has shape"):
-        native.fused_tokenizer().tokenizer_forward(torch.randn(2, 8, 6), params, 1e-5)
+        native.compiled().tokenizer_forward(torch.randn(2, 8, 6), params, 1e-5)
 
 
 def test_encoder_features_and_gradients_with_and_without_the_compiled_tokenizer():

@@ -37,6 +37,7 @@ __all__ = [
     "SparseConvEncoder",
     "count_parameters",
     "create_point_encoder",
+    "set_fused_attention",
     "set_fused_tokenizer",
 ]
 
@@ -63,6 +64,16 @@ def create_point_encoder(name: str, out_dim: int, in_channels: int = 6,
     config = build_config(config_cls, {**preset, **overrides, "out_dim": out_dim,
                                        "in_channels": in_channels})
     return model_cls(config)
+
+
+def set_fused_attention(encoder: nn.Module, on: bool) -> int:
+    """Switch the compiled attention (:func:`~mmmixlab.encoders.common.packed_attention`) on or
+    off in ``encoder``'s transformer blocks (``train.fused_attention``); returns how many it
+    set. Where it does not fit (longer sequences, a GPU, no compiler) torch's kernel runs."""
+    blocks = [m for m in encoder.modules() if hasattr(type(m), "fused_attention")]
+    for m in blocks:
+        m.fused_attention = bool(on)
+    return len(blocks)
 
 
 def set_fused_tokenizer(encoder: nn.Module, on: bool) -> int:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ops
+from .. import native, ops
 from ..checks import check_points, values_are_checked
 
 C = TypeVar("C")
@@ -204,6 +204,61 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float())
     return F.scaled_dot_product_attention(q, k, v)
+
+
+def packed_attention(qkv: torch.Tensor, num_heads: int, fused: bool = True) -> torch.Tensor:
+    """Multi-head self-attention from a transformer's packed projection: ``qkv`` (B, T, 3 * H *
+    D) holds q, k and v side by side, each H heads of D; returns the heads' outputs side by
+    side, (B, T, H * D), for the output projection. The function is :func:`attention`'s on each
+    head (float32 under CPU autocast, as there).
+
+    With ``fused`` and where it fits (:func:`fused_attention_fits`: the CPU, 1-128 tokens, heads
+    of 16, 32 or 64, float32 or bf16 under autocast, the compiled module built), it runs
+    ``mmmixlab/native/attention.cpp``: one (batch, head) slice at a time in float32, read from
+    and written to these layouts directly. Against torch's kernel: the same function to float32
+    rounding (``tests/test_native.py``); it is once differentiable."""
+    b, t, width = qkv.shape
+    if width % (3 * num_heads):
+        raise ValueError(f"packed qkv width {width} is not 3 x {num_heads} heads")
+    packed = qkv.view(b, t, 3, num_heads, width // (3 * num_heads))
+    if fused and fused_attention_fits(packed):
+        return _FusedAttention.apply(packed, num_heads)
+    q, k, v = packed.permute(2, 0, 3, 1, 4)
+    return attention(q, k, v).transpose(1, 2).reshape(b, t, width // 3)
+
+
+def fused_attention_fits(packed: torch.Tensor) -> bool:
+    """Whether the compiled attention runs for ``packed`` (B, T, 3, H, D): on the CPU, 1-128
+    tokens, D of 16, 32 or 64, contiguous, float32, or bfloat16 under CPU autocast (where
+    :func:`attention` computes in float32 too), and the compiled module built here."""
+    return (packed.device.type == "cpu" and 1 <= packed.shape[1] <= 128
+            and packed.shape[-1] in (16, 32, 64) and packed.is_contiguous()
+            and (packed.dtype == torch.float32
+                 or (packed.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")))
+            and native.compiled() is not None)
+
+
+class _FusedAttention(torch.autograd.Function):
+    """:func:`packed_attention` in one compiled pass (``mmmixlab/native/attention.cpp``):
+    float32 output, the rows' log-sum-exp kept for a backward that recomputes the
+    probabilities from it and returns the packed gradient in qkv's dtype."""
+
+    @staticmethod
+    def forward(ctx, packed, num_heads):
+        with torch.autocast("cpu", enabled=False):
+            out, lse = native.compiled().attention_forward(packed, num_heads)
+        ctx.save_for_backward(packed, lse)
+        ctx.num_heads = num_heads
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        packed, lse = ctx.saved_tensors
+        with torch.autocast("cpu", enabled=False):
+            dqkv = native.compiled().attention_backward(packed, lse, grad.float().contiguous(),
+                                                        ctx.num_heads)
+        return dqkv, None
 
 
 def init_weights(module: nn.Module) -> None:

@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .common import (PatchIndex, attention, check_encoder_input, check_in_channels,
-                     check_patch_index, check_positive)
+from .common import (PatchIndex, check_encoder_input, check_in_channels, check_patch_index,
+                     check_positive, packed_attention)
 
 __all__ = ["OpenShapePointBERT", "OpenShapePointBERTConfig", "SIZES", "TINY"]
 
@@ -194,6 +194,8 @@ class _PreNorm(nn.Module):
 
 
 class _Attention(nn.Module):
+    fused_attention = True  # the compiled attention where it fits (set_fused_attention)
+
     def __init__(self, dim: int, heads: int, dim_head: int):
         super().__init__()
         inner = heads * dim_head
@@ -204,11 +206,8 @@ class _Attention(nn.Module):
                        if not (heads == 1 and dim_head == dim) else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2)
-                   for z in self.to_qkv(x).chunk(3, dim=-1))
-        out = attention(q, k, v)  # softmax(q k^T / sqrt(dim_head)) v
-        return self.to_out(out.transpose(1, 2).reshape(b, t, -1))
+        # softmax(q k^T / sqrt(dim_head)) v per head; to_qkv packs q | k | v, each heads x dim_head
+        return self.to_out(packed_attention(self.to_qkv(x), self.heads, self.fused_attention))
 
 
 class _FeedForward(nn.Module):

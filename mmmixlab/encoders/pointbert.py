@@ -41,7 +41,6 @@ from .. import native, ops
 from .common import (
     NarrowInputLinear,
     PatchIndex,
-    attention,
     check_encoder_input,
     check_in_channels,
     check_patch_index,
@@ -49,6 +48,7 @@ from .common import (
     init_weights,
     layer_norm_relu,
     max_pool,
+    packed_attention,
 )
 
 
@@ -125,7 +125,7 @@ class PatchTokenizer(nn.Module):
         """Whether :class:`_FusedTokenizer` runs this forward: ``fused`` on, the tiny widths
         (16, 32, 32, 32) on 3 or 6 channels, at most 64 points a patch, one eps for both norms,
         float32 CPU patches and parameters, no gradient wanted for the patches (the compiled
-        module built here, see :func:`mmmixlab.native.fused_tokenizer`). Like the bf16 path it
+        module built here, see :func:`mmmixlab.native.compiled`). Like the bf16 path it
         is once differentiable."""
         first, second = self.first, self.second
         dims = (first[0].out_features, first[3].out_features, second[0].out_features,
@@ -135,7 +135,7 @@ class PatchTokenizer(nn.Module):
                 and 1 <= patches.shape[-2] <= 64 and patches.device.type == "cpu"
                 and patches.dtype == torch.float32 and not patches.requires_grad
                 and all(p.dtype == torch.float32 for p in self._fused_params())
-                and native.fused_tokenizer() is not None)
+                and native.compiled() is not None)
 
     def _fused_params(self) -> list:
         first, second = self.first, self.second
@@ -182,14 +182,14 @@ class _FusedTokenizer(torch.autograd.Function):
         ctx.save_for_backward(patches, *params)
         ctx.eps = eps
         with torch.autocast("cpu", enabled=False):
-            return native.fused_tokenizer().tokenizer_forward(patches, list(params), eps)
+            return native.compiled().tokenizer_forward(patches, list(params), eps)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         patches, *params = ctx.saved_tensors
         with torch.autocast("cpu", enabled=False):
-            grads = native.fused_tokenizer().tokenizer_backward(
+            grads = native.compiled().tokenizer_backward(
                 patches, grad.float().contiguous(), list(params), ctx.eps)
         return (None, None, *grads)
 
@@ -301,6 +301,10 @@ class _LinearMaxBF16(torch.autograd.Function):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)) with GELU."""
 
+    # the compiled attention (mmmixlab.native) where it fits; the trainer sets it per run from
+    # train.fused_attention (set_fused_attention)
+    fused_attention = True
+
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
         super().__init__()
         self.num_heads = num_heads
@@ -312,10 +316,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        attn = attention(q, k, v)  # (B, heads, T, d/heads)
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, t, d))
+        attn = packed_attention(self.qkv(self.norm1(x)), self.num_heads, self.fused_attention)
+        x = x + self.proj(attn)
         return x + self.mlp(self.norm2(x))
 
 

@@ -1,5 +1,6 @@
-"""Compiled CPU kernels, built on first use: the fused ``pointbert-tiny`` tokenizer
-(``tokenizer.cpp``).
+"""Compiled CPU kernels, built on first use (:func:`compiled`): the fused ``pointbert-tiny``
+tokenizer (``tokenizer.cpp``) and short-sequence attention from a packed qkv projection
+(``attention.cpp``); ``bindings.cpp`` names them for Python.
 
 Why C++: the tiny tokenizer's layers are 6/16/32 channels wide over 131,072 points a batch of 64
 clouds, so torch runs them as narrow products and norms that each stream a (points, width)
@@ -7,15 +8,17 @@ tensor through memory, and numba cannot keep a point's 32 accumulators in regist
 at a time in C++ (GCC/Clang vector extensions, 16 float lanes) keeps the patch in L1: forward
 and backward of 64 clouds took 36.6 ms against 50.8 ms for torch's ops under bf16 autocast
 (67.5 ms in float32) on one Sapphire Rapids core, in float32; whole training steps 0.86-0.87
-of torch's ops (``benchmarks/fused_tokenizer.py``, ``benchmarks/RESULTS.md``).
+of torch's ops (``benchmarks/fused_tokenizer.py``, ``benchmarks/RESULTS.md``). The tiny
+presets' attention (65 tokens, heads of 32 or 64) is the same story: one (batch, head) slice in
+L1, read from and written to the projections' layout with no permute, cast or copy around it.
 
 The extension is compiled with torch's extension loader (a C++ compiler and ninja; ``make
-install`` brings both) into the mmmixlab cache, under a name that digests the source, the flags,
+install`` brings both) into the mmmixlab cache, under a name that digests the sources, the flags,
 torch's version and this CPU's instruction sets (it is built with ``-march=native``, so a cache
-shared with another CPU is not reused). It takes ~20 s once per machine; later processes load it
+shared with another CPU is not reused). It takes ~30 s once per machine; later processes load it
 in well under a second; concurrent processes wait for one build. Without a compiler, or with
-``MMMIXLAB_NATIVE=0``, :func:`fused_tokenizer` returns None and the tokenizer runs in torch's
-ops (one warning names the reason).
+``MMMIXLAB_NATIVE=0``, :func:`compiled` returns None and torch's ops run the tokenizer and the
+attention (one warning names the reason).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import threading
 import warnings
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("tokenizer.cpp")
+SOURCES = tuple(Path(__file__).with_name(f) for f in ("tokenizer.cpp", "attention.cpp",
+                                                     "bindings.cpp"))
 CFLAGS = ["-O3", "-march=native"]
 
 _lock = threading.Lock()
@@ -48,12 +52,13 @@ def _cpu_flags() -> str:
 
 
 def build_key() -> str:
-    """What the compiled module depends on: source, flags, torch, Python, CPU."""
+    """What the compiled module depends on: sources, flags, torch, Python, CPU."""
     import torch
 
     h = hashlib.sha1()
-    for part in (SOURCE.read_bytes(), " ".join(CFLAGS).encode(), torch.__version__.encode(),
-                 sys.version.encode(), platform.machine().encode(), _cpu_flags().encode()):
+    for part in (*(f.read_bytes() for f in SOURCES), " ".join(CFLAGS).encode(),
+                 torch.__version__.encode(), sys.version.encode(), platform.machine().encode(),
+                 _cpu_flags().encode()):
         h.update(part)
         h.update(b"\0")
     return h.hexdigest()[:12]
@@ -90,13 +95,14 @@ def _build():
     build_dir = resolve_cache_dir(None) / "native" / key
     build_dir.mkdir(parents=True, exist_ok=True)
     _ninja_on_path()
-    return load(name=f"mmmixlab_native_{key}", sources=[str(SOURCE)], extra_cflags=CFLAGS,
-                build_directory=str(build_dir), verbose=False)
+    return load(name=f"mmmixlab_native_{key}", sources=[str(f) for f in SOURCES],
+                extra_cflags=CFLAGS, build_directory=str(build_dir), verbose=False)
 
 
-def fused_tokenizer():
-    """The compiled module (``tokenizer_forward``, ``tokenizer_backward``), or None when it
-    cannot be built here (the first failure is warned about once, with its reason)."""
+def compiled():
+    """The compiled module (``tokenizer_forward``, ``tokenizer_backward``, ``attention_forward``,
+    ``attention_backward``), or None when it cannot be built here (the first failure is warned
+    about once, with its reason)."""
     if "module" not in _state:
         with _lock:
             if "module" not in _state:
@@ -105,12 +111,13 @@ def fused_tokenizer():
                 except Exception as err:  # noqa: BLE001 (no compiler or ninja, a failed build: fall back)
                     _state["module"], _state["error"] = None, f"{type(err).__name__}: {err}"
                     if os.environ.get("MMMIXLAB_NATIVE", "1") != "0":
-                        warnings.warn("mmmixlab: the fused CPU tokenizer could not be built, so "
-                                      "torch's ops run it (slower, same function): "
+                        warnings.warn("mmmixlab: the compiled CPU kernels could not be built, so "
+                                      "torch's ops run the tokenizer and the attention (slower, "
+                                      "same function): "
                                       + _state["error"][:500], RuntimeWarning, stacklevel=2)
     return _state["module"]
 
 
 def native_error() -> str | None:
-    """Why :func:`fused_tokenizer` returned None (after a call), else None."""
+    """Why :func:`compiled` returned None (after a call), else None."""
     return _state.get("error")

@@ -17,7 +17,7 @@
 //
 // Written with GCC/Clang vector extensions (16 float lanes: one AVX-512 register, two AVX2
 // ones), not intrinsics; built with -O3 -march=native by mmmixlab.native on first use.
-#include <torch/extension.h>
+#include <ATen/ATen.h>  // not torch/extension.h, which triples the build time (bindings.cpp)
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -308,17 +308,17 @@ void backward_patch(const float* __restrict x, int k, const Weights& w, const Pa
 }
 
 struct Prepared {
-  std::vector<torch::Tensor> keep;
+  std::vector<at::Tensor> keep;
   Weights w;
 };
 
-Prepared prepare(const std::vector<torch::Tensor>& p, double eps, int cin) {
+Prepared prepare(const std::vector<at::Tensor>& p, double eps, int cin) {
   // p: w1 (16, cin), b1, g1, be1, w2 (32, 16), b2, w3 (32, 64), b3, g2, be2, w4 (32, 32)
   const std::vector<std::vector<int64_t>> shapes = {
       {H1, cin}, {H1}, {H1}, {H1}, {MID, H1}, {MID}, {H2, 2 * MID}, {H2}, {H2}, {H2}, {TOK, H2}};
   TORCH_CHECK(p.size() == shapes.size(), "fused tokenizer: expected 11 parameters, got ", p.size());
   for (size_t i = 0; i < p.size(); ++i) {
-    TORCH_CHECK(p[i].device().is_cpu() && p[i].scalar_type() == torch::kFloat32,
+    TORCH_CHECK(p[i].device().is_cpu() && p[i].scalar_type() == at::kFloat,
                 "fused tokenizer: parameter ", i, " must be a float32 CPU tensor");
     TORCH_CHECK(p[i].sizes().vec() == shapes[i], "fused tokenizer: parameter ", i, " has shape ",
                 p[i].sizes(), ", expected ", c10::IntArrayRef(shapes[i]));
@@ -335,9 +335,9 @@ Prepared prepare(const std::vector<torch::Tensor>& p, double eps, int cin) {
   return r;
 }
 
-void check_input(const torch::Tensor& x) {
+void check_input(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 3, "fused tokenizer: patches must be (P, k, C), got ", x.sizes());
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous(),
               "fused tokenizer: patches must be a contiguous float32 CPU tensor");
   TORCH_CHECK(x.size(1) >= 1 && x.size(1) <= KMAX, "fused tokenizer: 1 to ", KMAX,
               " points per patch, got ", x.size(1));
@@ -346,7 +346,7 @@ void check_input(const torch::Tensor& x) {
 }
 
 template <int CIN>
-void forward_all(const torch::Tensor& x, const Weights& w, torch::Tensor& out) {
+void forward_all(const at::Tensor& x, const Weights& w, at::Tensor& out) {
   const int64_t P = x.size(0), k = x.size(1);
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
@@ -360,7 +360,7 @@ void forward_all(const torch::Tensor& x, const Weights& w, torch::Tensor& out) {
 }
 
 template <int CIN>
-std::vector<double> backward_all(const torch::Tensor& x, const torch::Tensor& dtok, const Weights& w) {
+std::vector<double> backward_all(const at::Tensor& x, const at::Tensor& dtok, const Weights& w) {
   const int64_t P = x.size(0), k = x.size(1), chunks = (P + CHUNK - 1) / CHUNK;
   const float* xp = x.data_ptr<float>();
   const float* dp = dtok.data_ptr<float>();
@@ -387,42 +387,37 @@ std::vector<double> backward_all(const torch::Tensor& x, const torch::Tensor& dt
 
 }  // namespace
 
-torch::Tensor tokenizer_forward(torch::Tensor x, std::vector<torch::Tensor> params, double eps) {
+at::Tensor tokenizer_forward(at::Tensor x, std::vector<at::Tensor> params, double eps) {
   check_input(x);
   const int cin = (int)x.size(2);
   Prepared pr = prepare(params, eps, cin);
-  auto out = torch::empty({x.size(0), TOK}, x.options());
+  auto out = at::empty({x.size(0), TOK}, x.options());
   if (cin == 3) forward_all<3>(x, pr.w, out); else forward_all<6>(x, pr.w, out);
   return out;
 }
 
-std::vector<torch::Tensor> tokenizer_backward(torch::Tensor x, torch::Tensor dtok,
-                                              std::vector<torch::Tensor> params, double eps) {
+std::vector<at::Tensor> tokenizer_backward(at::Tensor x, at::Tensor dtok,
+                                              std::vector<at::Tensor> params, double eps) {
   check_input(x);
-  TORCH_CHECK(dtok.device().is_cpu() && dtok.scalar_type() == torch::kFloat32 &&
+  TORCH_CHECK(dtok.device().is_cpu() && dtok.scalar_type() == at::kFloat &&
                   dtok.is_contiguous() && dtok.dim() == 2 && dtok.size(0) == x.size(0) &&
                   dtok.size(1) == TOK,
               "fused tokenizer: the gradient must be a contiguous float32 (P, ", TOK, ") tensor");
   const int cin = (int)x.size(2);
   Prepared pr = prepare(params, eps, cin);
   const std::vector<double> t = cin == 3 ? backward_all<3>(x, dtok, pr.w) : backward_all<6>(x, dtok, pr.w);
-  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto f64 = at::TensorOptions().dtype(at::kDouble);
   const double* base = t.data();
   Grads layout;
-  auto at = [&](const float* field, std::vector<int64_t> shape) {
+  auto grad_of = [&](const float* field, std::vector<int64_t> shape) {
     const size_t off = field - reinterpret_cast<const float*>(&layout);
     int64_t n = 1;
     for (auto d : shape) n *= d;
-    return torch::from_blob(const_cast<double*>(base + off), {n}, f64).view(shape).to(torch::kFloat32);
+    return at::from_blob(const_cast<double*>(base + off), {n}, f64).view(shape).to(at::kFloat);
   };
-  auto w1 = at(layout.w1t, {8, H1}).narrow(0, 0, cin).t().contiguous();
-  auto w3 = torch::cat({at(layout.w3a, {H2, MID}), at(layout.w3b, {H2, MID})}, 1);
-  return {w1, at(layout.b1, {H1}), at(layout.g1, {H1}), at(layout.be1, {H1}), at(layout.w2, {MID, H1}),
-          at(layout.b2, {MID}), w3, at(layout.b3, {H2}), at(layout.g2, {H2}), at(layout.be2, {H2}),
-          at(layout.w4, {TOK, H2})};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("tokenizer_forward", &tokenizer_forward, "fused tiny tokenizer forward (float32)");
-  m.def("tokenizer_backward", &tokenizer_backward, "fused tiny tokenizer parameter gradients");
+  auto w1 = grad_of(layout.w1t, {8, H1}).narrow(0, 0, cin).t().contiguous();
+  auto w3 = at::cat({grad_of(layout.w3a, {H2, MID}), grad_of(layout.w3b, {H2, MID})}, 1);
+  return {w1, grad_of(layout.b1, {H1}), grad_of(layout.g1, {H1}), grad_of(layout.be1, {H1}),
+          grad_of(layout.w2, {MID, H1}), grad_of(layout.b2, {MID}), w3, grad_of(layout.b3, {H2}),
+          grad_of(layout.g2, {H2}), grad_of(layout.be2, {H2}), grad_of(layout.w4, {TOK, H2})};
 }

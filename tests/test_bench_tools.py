@@ -144,18 +144,23 @@ def test_freed_memory_benchmark_runs_its_three_sides():
         freed_memory.main(["--phases", "stage3"])
 
 
-def test_fused_tokenizer_benchmark_rows():
-    """benchmarks.fused_tokenizer: the tokenizer alone against torch's ops (autocast and
-    float32) and a whole step with the compiled tokenizer switched on and off."""
-    from benchmarks import fused_tokenizer
+def test_compiled_kernels_benchmark_rows():
+    """benchmarks.compiled_kernels: the tokenizer alone against torch's ops (autocast and
+    float32), the attention alone and in two blocks against torch's kernel, and a whole step
+    with both kernels, the tokenizer only, and neither."""
+    from benchmarks import compiled_kernels
     from mmmixlab import native
 
     if native.compiled() is None:
-        pytest.skip(f"no compiled tokenizer here: {native.native_error()}")
-    res = fused_tokenizer.run(quick=True)
+        pytest.skip(f"no compiled kernels here: {native.native_error()}")
+    res = compiled_kernels.run(quick=True)
     tk = res["tokenizer"]
     assert tk["compiled_ms"] > 0 and tk["torch_amp_ms"] > 0 and tk["torch_fp32_ms"] > 0
+    assert [r["what"][:9] for r in res["attention"]] == ["attention", "2 transfo"]
+    assert all(r["compiled_ms"] > 0 and r["torch_ms"] > 0 for r in res["attention"])
     assert [r["what"] for r in res["steps"]] == ["step baseline"]
-    assert res["steps"][0]["ratio"]["paired"] > 0
-    text = fused_tokenizer.report(res)
-    assert "compiled/fp32" in text and "step baseline" in text
+    step = res["steps"][0]
+    assert step["ratio"]["paired"] > 0 and step["attention_ratio"]["paired"] > 0
+    assert step["both_ms"] > 0 and step["tokenizer_ms"] > 0 and step["torch_ms"] > 0
+    text = compiled_kernels.report(res)
+    assert "compiled/fp32" in text and "step baseline" in text and "both/tokenizer only" in text

@@ -110,6 +110,20 @@ def test_fused_tokenizer_propagates_nan():
     assert torch.isnan(out[..., 5]).all() and torch.isfinite(out[..., 6]).all()
 
 
+@pytest.mark.parametrize("layer", ["first", "second"])
+def test_fused_tokenizer_keeps_nan_through_relu_as_torch_does(layer):
+    """A NaN weight ahead of a ReLU: torch's relu keeps NaN, and so does the kernel's, so the
+    tokens are NaN exactly where torch's ops make them NaN."""
+    tok = _tokenizer()
+    with torch.no_grad():
+        getattr(tok, layer)[0].weight[3, 1] = float("nan")
+    x = torch.randn(1, 4, 32, 6)
+    expect = _reference(tok)(x.double())
+    fused = tok(x)
+    assert torch.isnan(expect).any()
+    assert torch.equal(torch.isnan(fused), torch.isnan(expect))
+
+
 def test_fused_tokenizer_falls_back_where_it_does_not_fit():
     """Other widths, patches that want a gradient, switched off: torch's ops, no error."""
     tok = _tokenizer()
@@ -136,6 +150,27 @@ def test_compiled_module_rejects_bad_patches(bad, match):
     tok = _tokenizer()
     with pytest.raises(RuntimeError, match=match):
         native.compiled().tokenizer_forward(bad, tok._fused_params(), 1e-5)
+
+
+def test_compiled_backward_rejects_choices_that_are_not_the_forward_s():
+    """The backward reads the forward's max-pool rows: a wrong dtype, shape or a row past the
+    patch is refused before it is read."""
+    tok = _tokenizer()
+    x = torch.randn(5, 8, 6)
+    params = tok._fused_params()
+    tokens, choice = native.compiled().tokenizer_forward(x, params, 1e-5)
+    assert choice.dtype == torch.uint8 and choice.shape == (5, 64) and int(choice.max()) < 8
+    grad = torch.randn(5, 32)
+    backward = native.compiled().tokenizer_backward
+    assert len(backward(x, grad, choice, params, 1e-5)) == len(params)
+    with pytest.raises(RuntimeError, match="choices must be"):
+        backward(x, grad, choice.int(), params, 1e-5)
+    with pytest.raises(RuntimeError, match="choices must be"):
+        backward(x, grad, choice[:4], params, 1e-5)
+    bad = choice.clone()
+    bad[2, 40] = 8
+    with pytest.raises(RuntimeError, match="past the patch's 8 points"):
+        backward(x, grad, bad, params, 1e-5)
 
 
 def test_compiled_module_rejects_wrong_parameter_shapes():

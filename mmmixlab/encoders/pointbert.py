@@ -172,25 +172,28 @@ class PatchTokenizer(nn.Module):
 
 class _FusedTokenizer(torch.autograd.Function):
     """The tiny tokenizer up to its last bias in one compiled pass per patch, float32 whatever
-    the autocast (``mmmixlab/native/tokenizer.cpp``); backward recomputes each patch and returns
-    the parameters' gradients (summed per chunk of patches, then in order in float64: the same
-    bits on any thread count). Against torch's float32 ops: the same function to float32
-    rounding (``tests/test_native.py``). Once differentiable; the patches get no gradient."""
+    the autocast (``mmmixlab/native/tokenizer.cpp``). The forward keeps which row each max-pool
+    chose (64 bytes a patch); backward recomputes those rows alone (only they carry gradient)
+    and returns the parameters' gradients (summed per chunk of patches, then in order in
+    float64: the same bits on any thread count). Against torch's float32 ops: the same
+    function to float32 rounding (``tests/test_native.py``). Once differentiable; the patches
+    get no gradient."""
 
     @staticmethod
     def forward(ctx, patches, eps, *params):
-        ctx.save_for_backward(patches, *params)
-        ctx.eps = eps
         with torch.autocast("cpu", enabled=False):
-            return native.compiled().tokenizer_forward(patches, list(params), eps)
+            tokens, choice = native.compiled().tokenizer_forward(patches, list(params), eps)
+        ctx.save_for_backward(patches, choice, *params)
+        ctx.eps = eps
+        return tokens
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        patches, *params = ctx.saved_tensors
+        patches, choice, *params = ctx.saved_tensors
         with torch.autocast("cpu", enabled=False):
             grads = native.compiled().tokenizer_backward(
-                patches, grad.float().contiguous(), list(params), ctx.eps)
+                patches, grad.float().contiguous(), choice, list(params), ctx.eps)
         return (None, None, *grads)
 
 

@@ -47,9 +47,11 @@ constexpr int TMAX = 128, DMAX = 64, TPMAX = TMAX;  // tokens, head width, padde
 
 // e^x lane by lane (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, degree-5 polynomial in r,
 // times 2^n from the exponent bits): within 2 ulp of std::exp over the range used here
-// (x <= 0). NaN stays NaN; x below -87 gives e^-87 (the callers zero what must be zero).
+// (x <= 0). NaN stays NaN; below -87 (e^-87 is under float32's resolution of a softmax row's
+// sum, which is >= 1) it is 0, so exp(-inf) of the padding is 0.
 inline v16 vexp(v16 x) {
-  x = x < -87.0f ? bc(-87.0f) : x;
+  const auto underflow = x < -87.0f;
+  x = underflow ? bc(-87.0f) : x;
   x = x > 88.0f ? bc(88.0f) : x;
   const v16 magic = bc(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   const v16 t = x * 1.44269504088896341f + magic;
@@ -69,7 +71,7 @@ inline v16 vexp(v16 x) {
   const vi16 bits = ((ti - magic_i) + 127) << 23;
   v16 scale;
   std::memcpy(&scale, &bits, 64);
-  return p * scale;
+  return underflow ? (v16){} : p * scale;
 }
 
 // One (batch, head) slice in float32 scratch: rows of q, k, v (T x D), k and v transposed and
@@ -266,8 +268,7 @@ inline float exp_row(float* row, v16 valid_last, const float* lse, int i, float*
   }
   v16 sum = (v16){};
   for (int n = 0; n < NT; ++n) {
-    v16 e = vexp(x[n] - m);
-    if (n == NT - 1) e = valid_last > 0.0f ? e : (v16){};
+    const v16 e = vexp(x[n] - m);  // the padding's -inf gives 0
     st(row + 16 * n, e);
     sum += e;
   }

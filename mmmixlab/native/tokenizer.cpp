@@ -9,11 +9,13 @@
 //   g = relu(LN32(u))
 //   t = max_k (W4 g)                                (32,)  (the caller adds b4 once per patch)
 // computed in float32 whatever the caller's autocast (the products accumulate in float32, the
-// norms' statistics too). Backward recomputes the forward of each patch (cheaper here than
-// storing it) and returns the parameters' gradients; the input's gradient is not computed (the
-// caller only uses this when the patches do not require one). Weight gradients are summed per
-// chunk of CHUNK patches in float32 and the chunks added in order in float64, so the result does
-// not depend on how many threads ran the chunks. Max-pools propagate NaN as torch.max does.
+// norms' statistics too). The forward also returns which row each max-pool chose (64 bytes a
+// patch); backward recomputes the forward of those rows alone (cheaper than storing it, and
+// only they carry gradient) and returns the parameters' gradients; the input's gradient is not
+// computed (the caller only uses this when the patches do not require one). ReLU and the
+// max-pools keep NaN as torch's do. Weight gradients are summed per chunk of CHUNK patches in
+// float32 and the chunks added in order in float64, so the result does not depend on how many
+// threads ran the chunks.
 //
 // Written with GCC/Clang vector extensions (16 float lanes: one AVX-512 register, two AVX2
 // ones), not intrinsics; built with -O3 -march=native by mmmixlab.native on first use.
@@ -48,9 +50,11 @@ inline float hsum(v16 v) {
 }
 // the new value where it is larger or NaN: once NaN, a lane stays NaN (torch.max's rule)
 inline v16 vmax(v16 cur, v16 x) { return (x > cur) | (x != x) ? x : cur; }
-inline v16 relu(v16 a) { return a > 0 ? a : (v16){}; }
+// max(a, 0) lane by lane, NaN kept (torch's relu)
+inline v16 relu(v16 a) { return (a > 0) | (a != a) ? a : (v16){}; }
 
 constexpr int H1 = 16, MID = 32, H2 = 32, TOK = 32, KMAX = 64, CHUNK = 64, PB = 8;
+constexpr int CHOICE = MID + TOK;  // a patch's max-pool rows: argp, then argt
 
 struct Weights {  // row-major copies; "t": transposed (in, out) for the forward's products
   const float *w1t, *b1, *g1, *be1, *w2t, *w2, *b2, *w3at, *w3bt, *w3, *b3, *g2, *be2, *w4t, *w4;
@@ -68,6 +72,8 @@ struct Patch {  // one patch's forward, kept for its backward
   alignas(64) float token[TOK];
   float rs1[KMAX], rs2[KMAX];
   int argp[MID], argt[TOK];
+  // backward: the rows a max-pool chose (argp | argt) in order, and each row's slot among them
+  int n, rows[KMAX], slot[KMAX];
 };
 
 struct Grads {  // float32 sums over one chunk of patches
@@ -125,20 +131,44 @@ inline void store_rows_max(float* dst, int i0, int k, const v16* o0, const v16* 
   }
 }
 
+// h = relu(LN16(W1 x + b1)) of one point, its normalised values and 1/std kept (row `at`)
+template <int CIN>
+inline void first_layer_row(const float* xi, const Weights& w, Patch& s, int at) {
+  v16 a = ld(w.b1);
+  for (int c = 0; c < CIN; ++c) a += ld(w.w1t + c * H1) * xi[c];
+  const float m = hsum(a) * (1.f / H1);
+  const v16 d = a - m;
+  const float rs = 1.f / std::sqrt(hsum(d * d) * (1.f / H1) + w.eps);
+  st(s.xh1 + at * H1, d * rs);
+  s.rs1[at] = rs;
+  st(s.h + at * H1, relu(d * rs * ld(w.g1) + ld(w.be1)));
+}
+
+// g = relu(LN32(u)) of one point's u (two vectors), normalised values and 1/std kept (row `at`)
+inline void second_norm_row(v16 u0, v16 u1, const Weights& w, Patch& s, int at) {
+  const float m = (hsum(u0) + hsum(u1)) * (1.f / H2);
+  const v16 d0 = u0 - m, d1 = u1 - m;
+  const float rs = 1.f / std::sqrt((hsum(d0 * d0) + hsum(d1 * d1)) * (1.f / H2) + w.eps);
+  st(s.xh2 + at * H2, d0 * rs);
+  st(s.xh2 + at * H2 + 16, d1 * rs);
+  s.rs2[at] = rs;
+  st(s.g + at * H2, relu(d0 * rs * ld(w.g2) + ld(w.be2)));
+  st(s.g + at * H2 + 16, relu(d1 * rs * ld(w.g2 + 16) + ld(w.be2 + 16)));
+}
+
+// W3a pooled + b3: the pooled half of the second layer, once per patch
+inline void pooled_part(const Weights& w, const float* pooled, v16& pp0, v16& pp1) {
+  pp0 = ld(w.b3);
+  pp1 = ld(w.b3 + 16);
+  for (int c = 0; c < MID; ++c) {
+    pp0 += ld(w.w3at + c * H2) * pooled[c];
+    pp1 += ld(w.w3at + c * H2 + 16) * pooled[c];
+  }
+}
+
 template <int CIN>
 void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s) {
-  const v16 b1 = ld(w.b1), g1 = ld(w.g1), be1 = ld(w.be1);
-  for (int i = 0; i < k; ++i) {
-    const float* xi = x + (size_t)i * CIN;
-    v16 a = b1;
-    for (int c = 0; c < CIN; ++c) a += ld(w.w1t + c * H1) * xi[c];
-    const float m = hsum(a) * (1.f / H1);
-    const v16 d = a - m;
-    const float rs = 1.f / std::sqrt(hsum(d * d) * (1.f / H1) + w.eps);
-    st(s.xh1 + i * H1, d * rs);
-    s.rs1[i] = rs;
-    st(s.h + i * H1, relu(d * rs * g1 + be1));
-  }
+  for (int i = 0; i < k; ++i) first_layer_row<CIN>(x + (size_t)i * CIN, w, s, i);
   const v16 b20 = ld(w.b2), b21 = ld(w.b2 + 16);
   v16 pool0 = bc(-INFINITY), pool1 = bc(-INFINITY);
   for (int i0 = 0; i0 < k; i0 += PB) {
@@ -149,27 +179,13 @@ void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s)
   st(s.pooled, pool0);
   st(s.pooled + 16, pool1);
   first_max_rows(s.f, k, MID, s.pooled, s.argp);
-  v16 pp0 = ld(w.b3), pp1 = ld(w.b3 + 16);
-  for (int c = 0; c < MID; ++c) {
-    pp0 += ld(w.w3at + c * H2) * s.pooled[c];
-    pp1 += ld(w.w3at + c * H2 + 16) * s.pooled[c];
-  }
-  const v16 g20 = ld(w.g2), g21 = ld(w.g2 + 16), be20 = ld(w.be2), be21 = ld(w.be2 + 16);
+  v16 pp0, pp1;
+  pooled_part(w, s.pooled, pp0, pp1);
   v16 tok0 = bc(-INFINITY), tok1 = bc(-INFINITY);
   for (int i0 = 0; i0 < k; i0 += PB) {
     v16 u0[PB], u1[PB];
     rows_times<MID>(s.f, i0, k, w.w3bt, pp0, pp1, u0, u1);
-    for (int p = 0; p < PB && i0 + p < k; ++p) {
-      const int i = i0 + p;
-      const float m = (hsum(u0[p]) + hsum(u1[p])) * (1.f / H2);
-      const v16 d0 = u0[p] - m, d1 = u1[p] - m;
-      const float rs = 1.f / std::sqrt((hsum(d0 * d0) + hsum(d1 * d1)) * (1.f / H2) + w.eps);
-      st(s.xh2 + i * H2, d0 * rs);
-      st(s.xh2 + i * H2 + 16, d1 * rs);
-      s.rs2[i] = rs;
-      st(s.g + i * H2, relu(d0 * rs * g20 + be20));
-      st(s.g + i * H2 + 16, relu(d1 * rs * g21 + be21));
-    }
+    for (int p = 0; p < PB && i0 + p < k; ++p) second_norm_row(u0[p], u1[p], w, s, i0 + p);
     v16 t0[PB], t1[PB];
     rows_times<H2>(s.g, i0, k, w.w4t, (v16){}, (v16){}, t0, t1);
     store_rows_max(s.t, i0, k, t0, t1, tok0, tok1);
@@ -177,6 +193,42 @@ void forward_patch(const float* __restrict x, int k, const Weights& w, Patch& s)
   st(s.token, tok0);
   st(s.token + 16, tok1);
   first_max_rows(s.t, k, TOK, s.token, s.argt);
+}
+
+// The backward needs the forward only at the rows a max-pool chose: the token's max sends the
+// gradient to its rows' g (and so u), the pooled feature's max to its rows' f, and every other
+// row's gradient is exactly 0, adding exact zeros to every sum. Given the forward's choices
+// (argp, argt), this recomputes those rows alone (a NaN row is always chosen: the pools keep
+// NaN), in order, at their slots, with forward_patch's own code: the same bits, without the last
+// layer or the other rows (for 32-point patches ~60% of the rows are chosen).
+template <int CIN>
+void recompute_chosen(const float* __restrict x, int k, const Weights& w, const uint8_t* choice,
+                      Patch& s) {
+  bool chosen[KMAX] = {};
+  for (int c = 0; c < MID; ++c) chosen[s.argp[c] = choice[c]] = true;
+  for (int o = 0; o < TOK; ++o) chosen[s.argt[o] = choice[MID + o]] = true;
+  s.n = 0;
+  for (int i = 0; i < k; ++i)
+    if (chosen[i]) { s.slot[i] = s.n; s.rows[s.n++] = i; }
+  const int n = s.n;
+  for (int j = 0; j < n; ++j) first_layer_row<CIN>(x + (size_t)s.rows[j] * CIN, w, s, j);
+  const v16 b20 = ld(w.b2), b21 = ld(w.b2 + 16);
+  for (int j0 = 0; j0 < n; j0 += PB) {
+    v16 f0[PB], f1[PB];
+    rows_times<H1>(s.h, j0, n, w.w2t, b20, b21, f0, f1);
+    for (int p = 0; p < PB && j0 + p < n; ++p) {
+      st(s.f + (j0 + p) * MID, f0[p]);
+      st(s.f + (j0 + p) * MID + 16, f1[p]);
+    }
+  }
+  for (int c = 0; c < MID; ++c) s.pooled[c] = s.f[s.slot[s.argp[c]] * MID + c];  // the max
+  v16 pp0, pp1;
+  pooled_part(w, s.pooled, pp0, pp1);
+  for (int j0 = 0; j0 < n; j0 += PB) {
+    v16 u0[PB], u1[PB];
+    rows_times<MID>(s.f, j0, n, w.w3bt, pp0, pp1, u0, u1);
+    for (int p = 0; p < PB && j0 + p < n; ++p) second_norm_row(u0[p], u1[p], w, s, j0 + p);
+  }
 }
 
 // LayerNorm + ReLU backward of one row of 16 * NV values; dgamma, dbeta accumulate
@@ -221,48 +273,51 @@ inline void add_outer(const float* d, const float* r, int k, float* acc) {
   }
 }
 
+// The parameters' gradients of one patch from its tokens' gradient, over the chosen rows that
+// recompute_chosen left in s (slot j is row s.rows[j]).
 template <int CIN>
-void backward_patch(const float* __restrict x, int k, const Weights& w, const Patch& s,
+void backward_patch(const float* __restrict x, const Weights& w, const Patch& s,
                     const float* dtok, Grads& G) {
+  const int n = s.n;
   // t = max_k W4 g: each output's gradient goes to its maximum's row
   alignas(64) float dg[KMAX * H2];
-  std::memset(dg, 0, sizeof(float) * k * H2);
+  std::memset(dg, 0, sizeof(float) * n * H2);
   for (int o = 0; o < TOK; ++o) {
-    const int i = s.argt[o];
+    const int j = s.slot[s.argt[o]];
     const float d = dtok[o];
     float* r = G.w4 + o * H2;
-    st(r, ld(r) + ld(s.g + i * H2) * d);
-    st(r + 16, ld(r + 16) + ld(s.g + i * H2 + 16) * d);
-    st(dg + i * H2, ld(dg + i * H2) + ld(w.w4 + o * H2) * d);
-    st(dg + i * H2 + 16, ld(dg + i * H2 + 16) + ld(w.w4 + o * H2 + 16) * d);
+    st(r, ld(r) + ld(s.g + j * H2) * d);
+    st(r + 16, ld(r + 16) + ld(s.g + j * H2 + 16) * d);
+    st(dg + j * H2, ld(dg + j * H2) + ld(w.w4 + o * H2) * d);
+    st(dg + j * H2 + 16, ld(dg + j * H2 + 16) + ld(w.w4 + o * H2 + 16) * d);
   }
   alignas(64) float du[KMAX * H2];
   v16 dg2[2] = {ld(G.g2), ld(G.g2 + 16)}, dbe2[2] = {ld(G.be2), ld(G.be2 + 16)};
-  for (int i = 0; i < k; ++i)
-    norm_relu_backward<2>(dg + i * H2, s.xh2 + i * H2, s.rs2[i], w.g2, s.g + i * H2, dg2, dbe2,
-                          du + i * H2);
+  for (int j = 0; j < n; ++j)
+    norm_relu_backward<2>(dg + j * H2, s.xh2 + j * H2, s.rs2[j], w.g2, s.g + j * H2, dg2, dbe2,
+                          du + j * H2);
   st(G.g2, dg2[0]); st(G.g2 + 16, dg2[1]); st(G.be2, dbe2[0]); st(G.be2 + 16, dbe2[1]);
   // u = W3b f + W3a pooled + b3
-  add_outer<H2, 2>(du, s.f, k, G.w3b);
+  add_outer<H2, 2>(du, s.f, n, G.w3b);
   alignas(64) float df[KMAX * MID];
-  for (int i0 = 0; i0 < k; i0 += 4) {
+  for (int j0 = 0; j0 < n; j0 += 4) {
     v16 a0[4], a1[4];
     for (int p = 0; p < 4; ++p) { a0[p] = (v16){}; a1[p] = (v16){}; }
     for (int o = 0; o < H2; ++o) {
       const v16 w0 = ld(w.w3 + o * 2 * MID + MID), w1 = ld(w.w3 + o * 2 * MID + MID + 16);
       for (int p = 0; p < 4; ++p) {
-        const float d = du[std::min(i0 + p, k - 1) * H2 + o];
+        const float d = du[std::min(j0 + p, n - 1) * H2 + o];
         a0[p] += w0 * d;
         a1[p] += w1 * d;
       }
     }
-    for (int p = 0; p < 4 && i0 + p < k; ++p) {
-      st(df + (i0 + p) * MID, a0[p]);
-      st(df + (i0 + p) * MID + 16, a1[p]);
+    for (int p = 0; p < 4 && j0 + p < n; ++p) {
+      st(df + (j0 + p) * MID, a0[p]);
+      st(df + (j0 + p) * MID + 16, a1[p]);
     }
   }
   v16 dpp0 = {}, dpp1 = {};
-  for (int i = 0; i < k; ++i) { dpp0 += ld(du + i * H2); dpp1 += ld(du + i * H2 + 16); }
+  for (int j = 0; j < n; ++j) { dpp0 += ld(du + j * H2); dpp1 += ld(du + j * H2 + 16); }
   alignas(64) float dpp[H2];
   st(dpp, dpp0); st(dpp + 16, dpp1);
   st(G.b3, ld(G.b3) + dpp0); st(G.b3 + 16, ld(G.b3 + 16) + dpp1);
@@ -275,32 +330,35 @@ void backward_patch(const float* __restrict x, int k, const Weights& w, const Pa
     dpool0 += ld(w.w3 + o * 2 * MID) * d;
     dpool1 += ld(w.w3 + o * 2 * MID + 16) * d;
   }
-  for (int c = 0; c < MID; ++c) df[s.argp[c] * MID + c] += c < 16 ? dpool0[c] : dpool1[c - 16];
+  for (int c = 0; c < MID; ++c)
+    df[s.slot[s.argp[c]] * MID + c] += c < 16 ? dpool0[c] : dpool1[c - 16];
   // f = W2 h + b2
-  add_outer<MID, 1>(df, s.h, k, G.w2);
+  add_outer<MID, 1>(df, s.h, n, G.w2);
   v16 db20 = {}, db21 = {};
-  for (int i = 0; i < k; ++i) { db20 += ld(df + i * MID); db21 += ld(df + i * MID + 16); }
+  for (int j = 0; j < n; ++j) { db20 += ld(df + j * MID); db21 += ld(df + j * MID + 16); }
   st(G.b2, ld(G.b2) + db20); st(G.b2 + 16, ld(G.b2 + 16) + db21);
   alignas(64) float dh[KMAX * H1];
-  for (int i0 = 0; i0 < k; i0 += PB) {
+  for (int j0 = 0; j0 < n; j0 += PB) {
     v16 a[PB];
     for (int p = 0; p < PB; ++p) a[p] = (v16){};
     for (int o = 0; o < MID; ++o) {
       const v16 w0 = ld(w.w2 + o * H1);
-      for (int p = 0; p < PB; ++p) a[p] += w0 * df[std::min(i0 + p, k - 1) * MID + o];
+      for (int p = 0; p < PB; ++p) a[p] += w0 * df[std::min(j0 + p, n - 1) * MID + o];
     }
-    for (int p = 0; p < PB && i0 + p < k; ++p) st(dh + (i0 + p) * H1, a[p]);
+    for (int p = 0; p < PB && j0 + p < n; ++p) st(dh + (j0 + p) * H1, a[p]);
   }
   // h = relu(LN16(W1 x + b1))
   v16 dg1[1] = {ld(G.g1)}, dbe1[1] = {ld(G.be1)};
   v16 db1 = {}, dw1[CIN];
   for (int c = 0; c < CIN; ++c) dw1[c] = (v16){};
   alignas(64) float da[H1];
-  for (int i = 0; i < k; ++i) {
-    norm_relu_backward<1>(dh + i * H1, s.xh1 + i * H1, s.rs1[i], w.g1, s.h + i * H1, dg1, dbe1, da);
+  for (int j = 0; j < n; ++j) {
+    norm_relu_backward<1>(dh + j * H1, s.xh1 + j * H1, s.rs1[j], w.g1, s.h + j * H1, dg1, dbe1,
+                          da);
     const v16 dav = ld(da);
+    const float* xi = x + (size_t)s.rows[j] * CIN;
     db1 += dav;
-    for (int c = 0; c < CIN; ++c) dw1[c] += dav * x[(size_t)i * CIN + c];
+    for (int c = 0; c < CIN; ++c) dw1[c] += dav * xi[c];
   }
   st(G.g1, dg1[0]); st(G.be1, dbe1[0]);
   st(G.b1, ld(G.b1) + db1);
@@ -346,24 +404,29 @@ void check_input(const at::Tensor& x) {
 }
 
 template <int CIN>
-void forward_all(const at::Tensor& x, const Weights& w, at::Tensor& out) {
+void forward_all(const at::Tensor& x, const Weights& w, at::Tensor& out, at::Tensor& choice) {
   const int64_t P = x.size(0), k = x.size(1);
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
+  uint8_t* cp = choice.data_ptr<uint8_t>();
   at::parallel_for(0, P, 16, [&](int64_t lo, int64_t hi) {
     auto s = std::make_unique<Patch>();
     for (int64_t p = lo; p < hi; ++p) {
       forward_patch<CIN>(xp + p * k * CIN, (int)k, w, *s);
       std::memcpy(op + p * TOK, s->token, sizeof(float) * TOK);
+      for (int c = 0; c < MID; ++c) cp[p * CHOICE + c] = static_cast<uint8_t>(s->argp[c]);
+      for (int o = 0; o < TOK; ++o) cp[p * CHOICE + MID + o] = static_cast<uint8_t>(s->argt[o]);
     }
   });
 }
 
 template <int CIN>
-std::vector<double> backward_all(const at::Tensor& x, const at::Tensor& dtok, const Weights& w) {
+std::vector<double> backward_all(const at::Tensor& x, const at::Tensor& dtok,
+                                 const at::Tensor& choice, const Weights& w) {
   const int64_t P = x.size(0), k = x.size(1), chunks = (P + CHUNK - 1) / CHUNK;
   const float* xp = x.data_ptr<float>();
   const float* dp = dtok.data_ptr<float>();
+  const uint8_t* cp = choice.data_ptr<uint8_t>();
   std::vector<Grads> parts(chunks);
   at::parallel_for(0, chunks, 1, [&](int64_t lo, int64_t hi) {
     auto s = std::make_unique<Patch>();
@@ -371,8 +434,8 @@ std::vector<double> backward_all(const at::Tensor& x, const at::Tensor& dtok, co
       Grads& G = parts[c];
       std::memset(&G, 0, sizeof(Grads));
       for (int64_t p = c * CHUNK; p < std::min(P, (c + 1) * CHUNK); ++p) {
-        forward_patch<CIN>(xp + p * k * CIN, (int)k, w, *s);
-        backward_patch<CIN>(xp + p * k * CIN, (int)k, w, *s, dp + p * TOK, G);
+        recompute_chosen<CIN>(xp + p * k * CIN, (int)k, w, cp + p * CHOICE, *s);
+        backward_patch<CIN>(xp + p * k * CIN, w, *s, dp + p * TOK, G);
       }
     }
   });
@@ -387,25 +450,37 @@ std::vector<double> backward_all(const at::Tensor& x, const at::Tensor& dtok, co
 
 }  // namespace
 
-at::Tensor tokenizer_forward(at::Tensor x, std::vector<at::Tensor> params, double eps) {
+// tokens (P, 32) and the max-pools' choices (P, 64) uint8: the pooled feature's rows, then the
+// token's, which the backward needs
+std::vector<at::Tensor> tokenizer_forward(at::Tensor x, std::vector<at::Tensor> params,
+                                          double eps) {
   check_input(x);
   const int cin = (int)x.size(2);
   Prepared pr = prepare(params, eps, cin);
   auto out = at::empty({x.size(0), TOK}, x.options());
-  if (cin == 3) forward_all<3>(x, pr.w, out); else forward_all<6>(x, pr.w, out);
-  return out;
+  auto choice = at::empty({x.size(0), CHOICE}, x.options().dtype(at::kByte));
+  if (cin == 3) forward_all<3>(x, pr.w, out, choice); else forward_all<6>(x, pr.w, out, choice);
+  return {out, choice};
 }
 
-std::vector<at::Tensor> tokenizer_backward(at::Tensor x, at::Tensor dtok,
-                                              std::vector<at::Tensor> params, double eps) {
+std::vector<at::Tensor> tokenizer_backward(at::Tensor x, at::Tensor dtok, at::Tensor choice,
+                                           std::vector<at::Tensor> params, double eps) {
   check_input(x);
   TORCH_CHECK(dtok.device().is_cpu() && dtok.scalar_type() == at::kFloat &&
                   dtok.is_contiguous() && dtok.dim() == 2 && dtok.size(0) == x.size(0) &&
                   dtok.size(1) == TOK,
               "fused tokenizer: the gradient must be a contiguous float32 (P, ", TOK, ") tensor");
+  TORCH_CHECK(choice.device().is_cpu() && choice.scalar_type() == at::kByte &&
+                  choice.is_contiguous() && choice.dim() == 2 && choice.size(0) == x.size(0) &&
+                  choice.size(1) == CHOICE,
+              "fused tokenizer: the choices must be the forward's contiguous uint8 (P, ", CHOICE,
+              ") tensor");
+  TORCH_CHECK(x.size(0) == 0 || choice.max().item<int>() < x.size(1),
+              "fused tokenizer: a choice names a row past the patch's ", x.size(1), " points");
   const int cin = (int)x.size(2);
   Prepared pr = prepare(params, eps, cin);
-  const std::vector<double> t = cin == 3 ? backward_all<3>(x, dtok, pr.w) : backward_all<6>(x, dtok, pr.w);
+  const std::vector<double> t = cin == 3 ? backward_all<3>(x, dtok, choice, pr.w)
+                                         : backward_all<6>(x, dtok, choice, pr.w);
   auto f64 = at::TensorOptions().dtype(at::kDouble);
   const double* base = t.data();
   Grads layout;

@@ -5,18 +5,22 @@ tokenizer (``tokenizer.cpp``) and short-sequence attention from a packed qkv pro
 Why C++: the tiny tokenizer's layers are 6/16/32 channels wide over 131,072 points a batch of 64
 clouds, so torch runs them as narrow products and norms that each stream a (points, width)
 tensor through memory, and numba cannot keep a point's 32 accumulators in registers. One patch
-at a time in C++ (GCC/Clang vector extensions, 16 float lanes) keeps the patch in L1: forward
-and backward of 64 clouds took 36.6 ms against 50.8 ms for torch's ops under bf16 autocast
-(67.5 ms in float32) on one Sapphire Rapids core, in float32; whole training steps 0.86-0.87
-of torch's ops (``benchmarks/fused_tokenizer.py``, ``benchmarks/RESULTS.md``). The tiny
-presets' attention (65 tokens, heads of 32 or 64) is the same story: one (batch, head) slice in
-L1, read from and written to the projections' layout with no permute, cast or copy around it.
+at a time in C++ (GCC/Clang vector extensions, 16 float lanes) keeps the patch in L1, and the
+backward recomputes only the rows the max-pools chose: forward and backward of 64 clouds took
+25.6 ms against 50.3 ms for torch's ops under bf16 autocast (68.6 ms in float32) on one
+Sapphire Rapids core, in float32. The tiny presets' attention (65 tokens, heads of 32 or 64)
+is the same story: one (cloud, head) slice in L1, read from and written to the projections'
+layouts with no permute, cast or copy around it (8.9 against 12.4 ms for 64 clouds). Whole
+training steps with both: 0.69-0.71 of torch's ops (``benchmarks/compiled_kernels.py``,
+``benchmarks/RESULTS.md``).
 
+The kernels include ATen only and ``bindings.cpp`` torch's Python headers (``torch/extension.h``
+in each tripled the build time).
 The extension is compiled with torch's extension loader (a C++ compiler and ninja; ``make
 install`` brings both) into the mmmixlab cache, under a name that digests the sources, the flags,
 torch's version and this CPU's instruction sets (it is built with ``-march=native``, so a cache
-shared with another CPU is not reused). It takes ~30 s once per machine; later processes load it
-in well under a second; concurrent processes wait for one build. Without a compiler, or with
+shared with another CPU is not reused). It takes ~22 s on 2 cores once per machine; later
+processes load it in well under a second; concurrent processes wait for one build. Without a compiler, or with
 ``MMMIXLAB_NATIVE=0``, :func:`compiled` returns None and torch's ops run the tokenizer and the
 attention (one warning names the reason).
 """

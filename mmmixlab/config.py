@@ -154,13 +154,13 @@ class TrainConfig:
     # the same indices, the same numbers bit for bit (encoders.common.PatchIndex)
     share_patches: bool = True
     # pointbert-tiny's tokenizer in one compiled pass per patch on the CPU (mmmixlab.native,
-    # built on first use where a C++ compiler is found), in float32 whatever train.amp: whole
-    # steps at 0.86-0.87 of torch's ops under bf16 autocast on one Sapphire Rapids core; other
+    # built on first use where a C++ compiler is found), in float32 whatever train.amp; other
     # numbers (float32 rounding, not bf16's), zero-shot within seed noise (benchmarks/RESULTS.md)
     fused_tokenizer: bool = True
     # the transformers' attention from the packed qkv in one compiled pass per (cloud, head) on
-    # the CPU (mmmixlab.native; 1-128 tokens, heads of 16, 32 or 64), float32 as torch's kernel
-    # computes it under autocast here: the same function to float32 rounding (benchmarks/RESULTS.md)
+    # the CPU (mmmixlab.native; 1-128 tokens, heads of 16, 32 or 64), in float32 as torch's
+    # kernel computes it under autocast here: the same function to float32 rounding. With both,
+    # steps at 0.69-0.71 of torch's ops on one Sapphire Rapids core (benchmarks/RESULTS.md)
     fused_attention: bool = True
     deterministic: bool = False   # deterministic kernels (slower on GPU; CPU is already)
     log_every: int = 1            # steps between log.jsonl lines (0 = epochs only)

@@ -214,13 +214,13 @@ def packed_attention(qkv: torch.Tensor, num_heads: int, fused: bool = True) -> t
 
     With ``fused`` and where it fits (:func:`fused_attention_fits`: the CPU, 1-128 tokens, heads
     of 16, 32 or 64, float32 or bf16 under autocast, the compiled module built), it runs
-    ``mmmixlab/native/attention.cpp``: one (batch, head) slice at a time in float32, read from
+    ``mmmixlab/native/attention.cpp``: one (cloud, head) slice at a time in float32, read from
     and written to these layouts directly. Against torch's kernel: the same function to float32
-    rounding (``tests/test_native.py``); it is once differentiable."""
+    rounding (``tests/test_fused_attention.py``); it is once differentiable."""
     b, t, width = qkv.shape
     if width % (3 * num_heads):
         raise ValueError(f"packed qkv width {width} is not 3 x {num_heads} heads")
-    packed = qkv.view(b, t, 3, num_heads, width // (3 * num_heads))
+    packed = qkv.reshape(b, t, 3, num_heads, width // (3 * num_heads))
     if fused and fused_attention_fits(packed):
         return _FusedAttention.apply(packed, num_heads)
     q, k, v = packed.permute(2, 0, 3, 1, 4)

@@ -20,9 +20,9 @@ The extension is compiled with torch's extension loader (a C++ compiler and ninj
 install`` brings both) into the mmmixlab cache, under a name that digests the sources, the flags,
 torch's version and this CPU's instruction sets (it is built with ``-march=native``, so a cache
 shared with another CPU is not reused). It takes ~22 s on 2 cores once per machine; later
-processes load it in well under a second; concurrent processes wait for one build. Without a compiler, or with
-``MMMIXLAB_NATIVE=0``, :func:`compiled` returns None and torch's ops run the tokenizer and the
-attention (one warning names the reason).
+processes load it in well under a second; concurrent processes wait for one build. Without a
+compiler, or with ``MMMIXLAB_NATIVE=0``, :func:`compiled` returns None and torch's ops run the
+tokenizer and the attention (one warning names the reason).
 """
 
 from __future__ import annotations

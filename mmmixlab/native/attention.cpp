@@ -336,7 +336,8 @@ void backward_slices(const Packed& qkv, const float* lse, const float* dout, con
       for (int i = 0; i < t; ++i) {
         const int64_t base = (b * t + i) * 3LL * nh * d + h * d;
         for (int part = 0; part < 3; ++part)
-          for (int c = 0; c < d; c += 16) dqkv.store(base + part * nh * d + c, ld(g[part] + i * d + c));
+          for (int c = 0; c < d; c += 16)
+            dqkv.store(base + part * nh * d + c, ld(g[part] + i * d + c));
       }
     }
   });

@@ -16,6 +16,7 @@ import torch
 
 from mmmixlab import native
 from mmmixlab.encoders import common, create_point_encoder, set_fused_attention
+from tests.helpers.threads import at_thread_counts
 
 pytestmark = pytest.mark.skipif(native.compiled() is None,
                                 reason=f"no compiled kernels here: {native.native_error()}")
@@ -81,19 +82,15 @@ def test_fused_attention_does_not_depend_on_thread_count():
     torch.manual_seed(1)
     qkv = torch.randn(8, 65, 384).requires_grad_(True)
     g = torch.randn(8, 65, 128)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 3):
-            torch.set_num_threads(n)
-            qkv.grad = None
-            out = common.packed_attention(qkv, 4)
-            (out * g).sum().backward()
-            results.append((out.detach().clone(), qkv.grad.clone()))
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(*results):
-        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+    def run():
+        qkv.grad = None
+        out = common.packed_attention(qkv, 4)
+        (out * g).sum().backward()
+        return out.detach().view(torch.int32), qkv.grad.view(torch.int32)
+
+    (out1, grad1), (out3, grad3) = at_thread_counts(run)
+    assert torch.equal(out1, out3) and torch.equal(grad1, grad3)
 
 
 @pytest.mark.parametrize("where", ["q", "k", "v"])

@@ -16,6 +16,7 @@ import torch
 from mmmixlab import native
 from mmmixlab.encoders import create_point_encoder, set_fused_tokenizer
 from mmmixlab.encoders import pointbert as pb
+from tests.helpers.threads import at_thread_counts
 
 pytestmark = pytest.mark.skipif(native.compiled() is None,
                                 reason=f"no compiled tokenizer here: {native.native_error()}")
@@ -87,16 +88,12 @@ def test_fused_tokenizer_gradients_do_not_depend_on_thread_count():
     tok = _tokenizer()
     x = torch.randn(4, 64, 32, 6) * 0.4   # 256 patches: several chunks of the kernel's 64
     weights = torch.randn(4, 64, 32)
-    threads = torch.get_num_threads()
-    grads = []
-    try:
-        for n in (1, 3):
-            torch.set_num_threads(n)
-            g = torch.autograd.grad((tok(x) * weights).sum(), list(tok.parameters()))
-            grads.append([t.view(torch.int32) for t in g])
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(*grads):
+
+    def grads():
+        g = torch.autograd.grad((tok(x) * weights).sum(), list(tok.parameters()))
+        return [t.view(torch.int32) for t in g]
+
+    for a, b in zip(*at_thread_counts(grads)):
         assert torch.equal(a, b)
 
 

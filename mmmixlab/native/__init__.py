@@ -39,6 +39,7 @@ from pathlib import Path
 
 SOURCES = tuple(Path(__file__).with_name(f) for f in ("tokenizer.cpp", "attention.cpp",
                                                      "bindings.cpp"))
+HEADERS = (Path(__file__).with_name("vec.h"),)
 CFLAGS = ["-O3", "-march=native"]
 
 _lock = threading.Lock()
@@ -56,11 +57,11 @@ def _cpu_flags() -> str:
 
 
 def build_key() -> str:
-    """What the compiled module depends on: sources, flags, torch, Python, CPU."""
+    """What the compiled module depends on: sources and headers, flags, torch, Python, CPU."""
     import torch
 
     h = hashlib.sha1()
-    for part in (*(f.read_bytes() for f in SOURCES), " ".join(CFLAGS).encode(),
+    for part in (*(f.read_bytes() for f in SOURCES + HEADERS), " ".join(CFLAGS).encode(),
                  torch.__version__.encode(), sys.version.encode(), platform.machine().encode(),
                  _cpu_flags().encode()):
         h.update(part)

@@ -18,7 +18,7 @@
 // v, probabilities and gradients stay in L1; every product keeps its accumulators in registers.
 //
 // One slice per task (at::parallel_for); each slice's arithmetic is the same on any thread
-// count. Written with GCC/Clang vector extensions (16 float lanes), built with -O3
+// count. Written with GCC/Clang vector extensions (vec.h), built with -O3
 // -march=native by mmmixlab.native on first use. NaN in q, k or v gives NaN rows, as in torch.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -31,17 +31,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "vec.h"
+
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t vi16 __attribute__((vector_size(64)));
-typedef float v8 __attribute__((vector_size(32)));
-typedef uint16_t vh16 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
-
-inline v16 ld(const float* p) { v16 v; std::memcpy(&v, p, 64); return v; }
-inline void st(float* p, v16 v) { std::memcpy(p, &v, 64); }
-inline v16 bc(float s) { return (v16){} + s; }
+using namespace mmmixlab_native;
 
 constexpr int TMAX = 128, DMAX = 64, TPMAX = TMAX;  // tokens, head width, padded tokens
 
@@ -207,37 +201,6 @@ void weighted_rows(const float* w, int wi, int wj, const float* m, int d, int t,
   int i = 0;
   for (; i + R <= t; i += R) weights_times_rows<ND, R>(w, wi, wj, m, d, t, i, scale, out);
   for (; i < t; ++i) weights_times_rows<ND, 1>(w, wi, wj, m, d, t, i, scale, out);
-}
-
-inline float hsum(v16 v) {  // a tree of halves: 4 dependent adds, not 15
-  v8 lo, hi;
-  std::memcpy(&lo, &v, 32);
-  std::memcpy(&hi, reinterpret_cast<char*>(&v) + 32, 32);
-  const v8 s8 = lo + hi;
-  v4 a, b;
-  std::memcpy(&a, &s8, 16);
-  std::memcpy(&b, reinterpret_cast<const char*>(&s8) + 16, 16);
-  const v4 s4 = a + b;
-  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
-}
-
-// the larger lane by lane, NaN where either is NaN (torch.max's rule)
-inline v16 nanmax(v16 a, v16 b) { return (b > a) | (b != b) ? b : a; }
-inline v8 nanmax(v8 a, v8 b) { return (b > a) | (b != b) ? b : a; }
-inline v4 nanmax(v4 a, v4 b) { return (b > a) | (b != b) ? b : a; }
-
-inline float hmax(v16 v) {
-  v8 lo, hi;
-  std::memcpy(&lo, &v, 32);
-  std::memcpy(&hi, reinterpret_cast<char*>(&v) + 32, 32);
-  const v8 m8 = nanmax(lo, hi);
-  v4 a, b;
-  std::memcpy(&a, &m8, 16);
-  std::memcpy(&b, reinterpret_cast<const char*>(&m8) + 16, 16);
-  const v4 m4 = nanmax(a, b);
-  float m = m4[0];
-  for (int n = 1; n < 4; ++n) m = (m4[n] > m || m4[n] != m4[n]) ? m4[n] : m;
-  return m;
 }
 
 // The lanes of the last score vector that are tokens (the rest is padding up to TP).

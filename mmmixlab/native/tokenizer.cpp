@@ -17,8 +17,8 @@
 // float32 and the chunks added in order in float64, so the result does not depend on how many
 // threads ran the chunks.
 //
-// Written with GCC/Clang vector extensions (16 float lanes: one AVX-512 register, two AVX2
-// ones), not intrinsics; built with -O3 -march=native by mmmixlab.native on first use.
+// Written with GCC/Clang vector extensions (vec.h), not intrinsics; built with -O3
+// -march=native by mmmixlab.native on first use.
 #include <ATen/ATen.h>  // not torch/extension.h, which triples the build time (bindings.cpp)
 #include <ATen/Parallel.h>
 
@@ -28,28 +28,12 @@
 #include <memory>
 #include <vector>
 
+#include "vec.h"
+
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
+using namespace mmmixlab_native;
 
-inline v16 ld(const float* p) { v16 v; std::memcpy(&v, p, 64); return v; }
-inline void st(float* p, v16 v) { std::memcpy(p, &v, 64); }
-inline v16 bc(float s) { return (v16){} + s; }
-inline float hsum(v16 v) {
-  v8 lo, hi;
-  std::memcpy(&lo, &v, 32);
-  std::memcpy(&hi, reinterpret_cast<char*>(&v) + 32, 32);
-  const v8 s8 = lo + hi;
-  v4 a, b;
-  std::memcpy(&a, &s8, 16);
-  std::memcpy(&b, reinterpret_cast<const char*>(&s8) + 16, 16);
-  const v4 s4 = a + b;
-  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
-}
-// the new value where it is larger or NaN: once NaN, a lane stays NaN (torch.max's rule)
-inline v16 vmax(v16 cur, v16 x) { return (x > cur) | (x != x) ? x : cur; }
 // max(a, 0) lane by lane, NaN kept (torch's relu)
 inline v16 relu(v16 a) { return (a > 0) | (a != a) ? a : (v16){}; }
 
@@ -126,8 +110,8 @@ inline void store_rows_max(float* dst, int i0, int k, const v16* o0, const v16* 
   for (int p = 0; p < PB && i0 + p < k; ++p) {
     st(dst + (i0 + p) * 32, o0[p]);
     st(dst + (i0 + p) * 32 + 16, o1[p]);
-    m0 = vmax(m0, o0[p]);
-    m1 = vmax(m1, o1[p]);
+    m0 = nanmax(m0, o0[p]);
+    m1 = nanmax(m1, o1[p]);
   }
 }
 

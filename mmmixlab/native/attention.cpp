@@ -42,8 +42,8 @@ constexpr int TMAX = 128, DMAX = 64, TPMAX = TMAX;  // tokens, head width, padde
 // e^x lane by lane (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, degree-5 polynomial in r,
 // times 2^n from the exponent bits), to float32 rounding over the range used here (x <= 0: the
 // outputs match float64 attention to 1e-5 relative, tests/test_fused_attention.py). NaN stays
-// NaN; below -87 (e^-87 is under float32's resolution of a softmax row's
-// sum, which is >= 1) it is 0, so exp(-inf) of the padding is 0.
+// NaN; below -87 (e^-87 is under float32's resolution of a softmax row's sum, which is >= 1)
+// it is 0, so exp(-inf) of the padding is 0.
 inline v16 vexp(v16 x) {
   const auto underflow = x < -87.0f;
   x = underflow ? bc(-87.0f) : x;

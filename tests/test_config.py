@@ -62,6 +62,25 @@ def test_cli_set_type_error_is_one_line(capsys):
     assert ok.train.lr == 1 and ok.mix.beta == 2
 
 
+@pytest.mark.parametrize("field", ["train.fused_tokenizer", "train.fused_attention"])
+def test_compiled_kernel_switches_are_set_from_the_cli_and_type_checked(field):
+    """``--set train.fused_tokenizer=false`` / ``train.fused_attention=false`` reach the run's
+    config; a non-bool is refused; they change a run's numbers (float32 rounding), so a resume
+    or an ablation's reuse of a finished run notices a change of them."""
+    import argparse
+
+    from mmmixlab.cli import build_config
+    from mmmixlab.train import RESUME_MAY_CHANGE
+
+    section, key = field.split(".")
+    assert getattr(preset("tiny").train, key) is True
+    off = build_config(argparse.Namespace(set=[f"{field}=false"]))
+    assert getattr(off.train, key) is False
+    with pytest.raises(ValueError, match=rf"{section}\.{key} must be a bool"):
+        build_config(argparse.Namespace(set=[f"{field}=maybe"]))
+    assert field not in RESUME_MAY_CHANGE
+
+
 def test_share_patches_is_set_from_the_cli_and_type_checked():
     """``--set train.share_patches=false`` reaches the run's config; a non-bool is refused."""
     import argparse
